@@ -1,0 +1,101 @@
+"""Train a task's base model with its proxy loss until the validation metric stops improving."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from surrogate_search.checkpoint import save_checkpoint
+from surrogate_search.tasks import Task
+from surrogate_search.utils import is_better, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainResult:
+    checkpoint: str
+    epochs: int
+    best_epoch: int
+    seconds: float
+    val: dict[str, float]
+    test: dict[str, float]
+
+
+def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = None, device: str | None = None,
+             max_epochs: int | None = None, patience: int | None = None, batch_size: int | None = None,
+             lr: float | None = None, seed: int = 0, model_options: dict[str, Any] | None = None) -> PretrainResult:
+    """Early-stopped proxy-loss training; saves ``out_dir/model.pt`` and ``out_dir/metrics.json``.
+
+    The best epoch is the one with the best validation metric (ties go to the lower validation
+    proxy loss). The learning rate halves when validation stalls for half the patience, and
+    training stops after ``patience`` epochs without improvement: the model has reached a plateau.
+    """
+    defaults = task.train_defaults()
+    max_epochs = max_epochs or defaults.max_epochs
+    patience = patience or defaults.patience
+    batch_size = batch_size or defaults.batch_size
+    lr = lr or defaults.lr
+    dev = resolve_device(device)
+    generator = seed_everything(seed)
+    started = time.perf_counter()
+
+    splits = task.load_splits(cache_dir)
+    log.info("%s: %d train / %d val / %d test samples", task.name, len(splits.train), len(splits.val), len(splits.test))
+    model_options = {**task.default_model_options(), **(model_options or {})}
+    model = task.build_model(**model_options).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=defaults.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode=task.metric.mode, factor=0.5, patience=max(1, patience // 2))
+    higher = task.metric.higher_is_better
+    best: tuple[float, float] | None = None
+    best_state, best_epoch, kept_epoch, epoch = copy.deepcopy(model.state_dict()), 0, 0, 0
+
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        loss_sum, seen = 0.0, 0
+        for batch in splits.train.batches(batch_size, shuffle=True, generator=generator, drop_last=len(splits.train) > batch_size):
+            batch = batch.to(dev)
+            loss = task.proxy_loss(task.forward(model, batch), batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            loss_sum += loss.item() * len(batch)
+            seen += len(batch)
+        val = task.evaluate(model, splits.val, device=dev)
+        value = val[task.metric_name]
+        scheduler.step(value)
+        # Patience counts from the last strict improvement of the metric; an epoch that ties the
+        # best metric with a lower proxy loss becomes the kept model without resetting patience.
+        if best is None or is_better(value, best[0], higher, defaults.min_delta):
+            best, best_state, best_epoch = (value, val["proxy_loss"]), copy.deepcopy(model.state_dict()), epoch
+            kept_epoch = epoch
+        elif value == best[0] and val["proxy_loss"] < best[1]:
+            best, best_state, kept_epoch = (value, val["proxy_loss"]), copy.deepcopy(model.state_dict()), epoch
+        log.info("epoch %3d  train %s %.4f  val %s %.4f  val %s %.4f  best %.4f (epoch %d)  lr %.1e  %.0fs",
+                 epoch, "proxy_loss", loss_sum / max(seen, 1), "proxy_loss", val["proxy_loss"], task.metric_name,
+                 value, best[0], kept_epoch, optimizer.param_groups[0]["lr"], time.perf_counter() - started)
+        if epoch - best_epoch >= patience:
+            log.info("validation %s has not improved for %d epochs: stopping at a plateau", task.metric_name, patience)
+            break
+    else:
+        log.warning("stopped at max_epochs=%d while validation was still improving: the base model may be undertrained",
+                    max_epochs)
+
+    model.load_state_dict(best_state)
+    val = task.evaluate(model, splits.val, device=dev)
+    test = task.evaluate(model, splits.test, device=dev)
+    seconds = time.perf_counter() - started
+    out = Path(out_dir)
+    file = save_checkpoint(out, task, model.cpu(), model_options, metrics={"val": val, "test": test})
+    result = PretrainResult(str(file), epoch, kept_epoch, seconds, val, test)
+    (out / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
+    return result

@@ -1,0 +1,175 @@
+"""The task interface: data + model + proxy loss + decoding + metric, and its registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from surrogate_search.metrics import Metric, get_metric
+from surrogate_search.registry import Registry
+
+
+@dataclass
+class Split:
+    """One data split: tensors sharing a leading sample dimension, and the labels in the metric's
+    own terms (strings for text, 0/1 for classification)."""
+
+    tensors: dict[str, torch.Tensor]
+    labels: list[Any]
+
+    def __post_init__(self) -> None:
+        sizes = {name: len(t) for name, t in self.tensors.items()}
+        if len(set(sizes.values()) | {len(self.labels)}) > 1:
+            raise ValueError(f"split tensors disagree on the number of samples: {sizes}, labels: {len(self.labels)}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> Split:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return Split({k: v[idx] for k, v in self.tensors.items()}, [self.labels[i] for i in idx.tolist()])
+
+    def shard(self, rank: int, world_size: int) -> Split:
+        """Every ``world_size``-th sample starting at ``rank``: a Ray Train worker's share."""
+        return self.subset(range(rank, len(self), world_size))
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[Split]:
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        stop = len(self) - (len(self) % batch_size if drop_last else 0)
+        for start in range(0, stop, batch_size):
+            yield self.subset(order[start:start + batch_size])
+
+    def to(self, device: torch.device | str) -> Split:
+        return Split({k: v.to(device) for k, v in self.tensors.items()}, self.labels)
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Split
+
+    def __getitem__(self, name: str) -> Split:
+        if name not in ("train", "val", "test"):
+            raise KeyError(f"unknown split {name!r}; splits are train, val, test")
+        return getattr(self, name)
+
+
+@dataclass
+class TrainDefaults:
+    """How a task's base model is trained with its proxy loss (used by ``pretrain``)."""
+
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 100
+    patience: int = 5
+    min_delta: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """A learning problem judged by a non-differentiable metric.
+
+    A task owns its data (seeded train/val/test splits), builds its model, computes the proxy loss
+    the base model is trained with (CTC, BCE), turns model outputs into the differentiable
+    *prediction* a surrogate reads (``predict``: per-frame probabilities, class probabilities) and
+    decodes those into the metric's own terms (strings, 0/1 labels).
+    """
+
+    name: ClassVar[str]
+    metric_name: ClassVar[str]
+    """The primary metric: what post-tuning and the search optimise."""
+    report_metrics: ClassVar[tuple[str, ...]] = ()
+    """Further metrics printed and logged beside the primary one."""
+
+    def __init__(self, *, seed: int = 0, **options: Any) -> None:
+        self.seed = seed
+        self.options = self.validate_options(options)
+
+    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        if options:
+            raise ValueError(f"task {self.name!r} takes no options, got {sorted(options)}")
+        return {}
+
+    @property
+    def metric(self) -> Metric:
+        return get_metric(self.metric_name)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What identifies this task's data: stored in checkpoints and compared on load."""
+        return {"task": self.name, "seed": self.seed, "options": dict(self.options)}
+
+    # --- data -------------------------------------------------------------------------------------
+    @abstractmethod
+    def load_splits(self, cache_dir: str | Path | None = None) -> Splits:
+        """Seeded train/val/test splits; where rendering is slow they are cached in ``cache_dir``."""
+
+    # --- model ------------------------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self, **model_options: Any) -> nn.Module:
+        """A fresh model; ``model_options`` come from the checkpoint when one is loaded."""
+
+    def default_model_options(self) -> dict[str, Any]:
+        return {}
+
+    def train_defaults(self) -> TrainDefaults:
+        return TrainDefaults()
+
+    @abstractmethod
+    def forward(self, model: nn.Module, batch: Split) -> torch.Tensor:
+        """Model outputs (logits) for a batch."""
+
+    @abstractmethod
+    def proxy_loss(self, outputs: torch.Tensor, batch: Split) -> torch.Tensor:
+        """The differentiable loss the base model is trained with (mean over the batch)."""
+
+    @abstractmethod
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Differentiable predictions (probabilities) that surrogates read."""
+
+    @abstractmethod
+    def decode(self, predictions: torch.Tensor) -> list[Any]:
+        """Predictions in the metric's own terms."""
+
+    # --- evaluation -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, split: Split, *, batch_size: int = 256,
+                 device: torch.device | str = "cpu") -> dict[str, float]:
+        """The primary metric and the report metrics of ``model`` on ``split``, plus the proxy loss."""
+        was_training = model.training
+        model.eval()
+        decoded: list[Any] = []
+        loss_sum = 0.0
+        for batch in split.batches(batch_size):
+            batch = batch.to(device)
+            outputs = self.forward(model, batch)
+            loss_sum += float(self.proxy_loss(outputs, batch)) * len(batch)
+            decoded.extend(self.decode(self.predict(outputs)))
+        model.train(was_training)
+        results = {name: get_metric(name).compute(decoded, split.labels)
+                   for name in (self.metric_name, *self.report_metrics)}
+        results["proxy_loss"] = loss_sum / max(len(split), 1)
+        return results
+
+
+TASKS: Registry[Task] = Registry("task")
+register_task = TASKS.register
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """Build the task registered under ``name``, e.g. ``get_task("imbalanced_tabular", dataset="digits")``."""
+    return TASKS.create(name, **options)
+
+
+def list_tasks() -> list[str]:
+    return TASKS.names()
+

@@ -1,0 +1,106 @@
+"""``imbalanced_tabular``: binary classification with a rare positive class, an MLP, BCE, and F1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_breast_cancer, load_digits, make_classification
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from surrogate_search.tasks.base import Split, Splits, Task, TrainDefaults, register_task
+
+
+def _breast_cancer(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    data = load_breast_cancer()
+    return data.data, (data.target == 0).astype(np.int64)  # positive = malignant (37%)
+
+
+def _digits(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    data = load_digits()
+    # 8 is the digit most often confused with others (3, 5, 9, 1): one-vs-rest with 10% positives.
+    return data.data, (data.target == 8).astype(np.int64)
+
+
+def _synthetic(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_classification(n_samples=4000, n_features=20, n_informative=6, n_redundant=4,
+                               weights=[0.95, 0.05], flip_y=0.01, class_sep=0.8, random_state=seed)
+    return x, y.astype(np.int64)  # 5% positives
+
+
+DATASETS = {"breast_cancer": _breast_cancer, "digits": _digits, "synthetic": _synthetic}
+"""Datasets that scikit-learn ships or generates: nothing is downloaded."""
+
+
+class MLP(nn.Module):
+    """Features -> one logit for the positive class."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...] = (64, 32), dropout: float = 0.1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+@register_task("imbalanced_tabular")
+class ImbalancedTabular(Task):
+    """Binary classification on ``dataset`` (breast_cancer, digits 8-vs-rest, synthetic with 5%
+    positives), split 60/20/20 stratified by ``seed``, features standardised on the train split."""
+
+    name = "imbalanced_tabular"
+    metric_name = "f1"
+    report_metrics = ("balanced_accuracy", "gmean", "accuracy")
+
+    def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - {"dataset"}
+        if unknown:
+            raise ValueError(f"task 'imbalanced_tabular': unknown option(s) {sorted(unknown)}; known: ['dataset']")
+        dataset = options.get("dataset", "synthetic")
+        if dataset not in DATASETS:
+            raise ValueError(f"task 'imbalanced_tabular': unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
+        return {"dataset": dataset}
+
+    def load_splits(self, cache_dir: Any = None) -> Splits:
+        x, y = DATASETS[self.options["dataset"]](self.seed)
+        x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, stratify=y, random_state=self.seed)
+        x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=self.seed)
+        mean, std = x_train.mean(0), x_train.std(0) + 1e-8
+
+        def split(x_: np.ndarray, y_: np.ndarray) -> Split:
+            features = torch.tensor((x_ - mean) / std, dtype=torch.float32)
+            return Split({"features": features, "targets": torch.tensor(y_, dtype=torch.float32)}, [int(v) for v in y_])
+
+        return Splits(split(x_train, y_train), split(x_val, y_val), split(x_test, y_test))
+
+    def default_model_options(self) -> dict[str, Any]:
+        in_features = {"breast_cancer": 30, "digits": 64, "synthetic": 20}[self.options["dataset"]]
+        return {"in_features": in_features, "hidden": [64, 32], "dropout": 0.1}
+
+    def build_model(self, **model_options: Any) -> nn.Module:
+        opts = {**self.default_model_options(), **model_options}
+        return MLP(opts["in_features"], tuple(opts["hidden"]), opts["dropout"])
+
+    def train_defaults(self) -> TrainDefaults:
+        return TrainDefaults(batch_size=64, lr=1e-3, weight_decay=1e-4, max_epochs=500, patience=20)
+
+    def forward(self, model: nn.Module, batch: Split) -> torch.Tensor:
+        return model(batch.tensors["features"])
+
+    def proxy_loss(self, outputs: torch.Tensor, batch: Split) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(outputs.float(), batch.tensors["targets"])
+
+    def predict(self, outputs: torch.Tensor) -> torch.Tensor:
+        return outputs.sigmoid()
+
+    def decode(self, predictions: torch.Tensor) -> list[int]:
+        return (predictions.detach() > 0.5).long().cpu().tolist()

@@ -1,0 +1,26 @@
+"""Shared test setup: every test writes its caches and MLflow records under a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Two cores here: keep torch from oversubscribing when Ray or pytest run work side by side.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path_factory.getbasetemp() / "state"
+    monkeypatch.setenv("SURROGATE_SEARCH_CACHE", str(state / "cache"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{state / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def tiny_text_options() -> dict[str, int]:
+    return {"train_size": 96, "val_size": 32, "test_size": 32}
