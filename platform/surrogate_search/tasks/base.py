@@ -140,6 +140,49 @@ class Task(ABC):
     def decode(self, predictions: torch.Tensor) -> list[Any]:
         """Predictions in the metric's own terms."""
 
+    # --- what a learned surrogate sees -------------------------------------------------------------
+    # A surrogate scores *items*. For a metric that decomposes per sample (edit distance) an item is
+    # one sample; for a set-level metric (F1) an item is a whole set of ``set_size`` samples, since
+    # F1 of a batch is not a sum over its samples.
+
+    surrogate_shape: ClassVar[tuple[int, int]] = (0, 0)
+    """(frames, classes) of a sequence task's predictions; unused by set-level tasks."""
+
+    @property
+    def set_level(self) -> bool:
+        return not self.metric.decomposable
+
+    def surrogate_targets(self, batch: Split) -> torch.Tensor:
+        """Targets in the same form as ``predict``'s output (one-hot frames, 0/1 labels)."""
+        raise NotImplementedError(f"task {self.name!r} does not support learned surrogates")
+
+    def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        """Global sampling: ``(predictions, surrogate targets, labels)`` spanning the metric's range,
+        ``n_items`` items (of ``set_size`` samples each for set-level metrics), not from any model."""
+        raise NotImplementedError(f"task {self.name!r} does not support global pair sampling")
+
+    def perturb(self, outputs: torch.Tensor, noise: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Local sampling: predictions from model ``outputs`` with per-sample ``noise`` (0 = the
+        model's own prediction), so that a converged model still yields pairs with errors."""
+        raise NotImplementedError(f"task {self.name!r} does not support local pair sampling")
+
+    def error(self, value: float) -> float:
+        """A metric value as an error, lower is better (``1 - F1``, edit distance as is)."""
+        return 1.0 - value if self.metric.higher_is_better else value
+
+    def item_errors(self, predictions: torch.Tensor, labels: Sequence[Any]) -> torch.Tensor:
+        """The true metric of each item, as an error (lower is better): what a surrogate learns.
+
+        ``predictions`` has a leading item dimension; for set-level metrics ``labels`` holds one
+        sequence of labels per item."""
+        metric = self.metric
+        if not self.set_level:
+            values = metric.per_sample(self.decode(predictions), labels)
+            errors = [self.error(float(v)) for v in values]
+        else:
+            errors = [self.error(metric.compute(self.decode(p), list(l))) for p, l in zip(predictions, labels)]
+        return torch.tensor(errors, dtype=torch.float32)
+
     # --- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Split, *, batch_size: int = 256,

@@ -104,3 +104,22 @@ class ImbalancedTabular(Task):
 
     def decode(self, predictions: torch.Tensor) -> list[int]:
         return (predictions.detach() > 0.5).long().cpu().tolist()
+
+    # --- what a learned surrogate sees -------------------------------------------------------------
+    def surrogate_targets(self, batch: Split) -> torch.Tensor:
+        return batch.tensors["targets"]
+
+    def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        """Random sets: a positive rate between 2% and 40%, classifiers from useless to perfect."""
+        g = generator
+        rate = 0.02 + 0.38 * torch.rand(n_items, 1, generator=g)
+        labels = (torch.rand(n_items, set_size, generator=g) < rate).float()
+        separation = 4.0 * torch.rand(n_items, 1, generator=g)
+        spread = 0.3 + 2.0 * torch.rand(n_items, 1, generator=g)
+        bias = 1.5 * torch.randn(n_items, 1, generator=g)
+        logits = separation * (2 * labels - 1) + spread * torch.randn(n_items, set_size, generator=g) + bias
+        return logits.sigmoid(), labels, [[int(v) for v in row] for row in labels.long().tolist()]
+
+    def perturb(self, outputs: torch.Tensor, noise: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        gauss = torch.randn(outputs.shape, generator=generator).to(outputs.device)
+        return (outputs + 2.0 * noise.view(-1) * gauss).sigmoid()

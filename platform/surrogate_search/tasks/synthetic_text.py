@@ -16,12 +16,14 @@ from torch import nn
 
 from surrogate_search.tasks.base import Split, Splits, Task, TrainDefaults, register_task
 from surrogate_search.tasks.crnn import CRNN
-from surrogate_search.tasks.text_render import CHARSET, MAX_LABEL_LENGTH, RenderOptions, render_split
+from surrogate_search.tasks.text_pairs import ctc_path, random_edit, soft_frames
+from surrogate_search.tasks.text_render import CHARSET, IMAGE_WIDTH, MAX_LABEL_LENGTH, RenderOptions, render_split, sample_label
 
 log = logging.getLogger(__name__)
 
 BLANK = 0
 NUM_CLASSES = len(CHARSET) + 1
+FRAMES = IMAGE_WIDTH // 4  # the CRNN downsamples width 4x
 _CHAR_TO_INDEX = {c: i + 1 for i, c in enumerate(CHARSET)}
 
 
@@ -58,6 +60,7 @@ class SyntheticText(Task):
     name = "synthetic_text"
     metric_name = "edit_distance"
     report_metrics = ("normalized_edit_distance", "char_error_rate", "word_accuracy")
+    surrogate_shape = (FRAMES, NUM_CLASSES)
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         sizes = {"train_size": 10000, "val_size": 1000, "test_size": 2000}
@@ -120,3 +123,25 @@ class SyntheticText(Task):
 
     def decode(self, predictions: torch.Tensor) -> list[str]:
         return greedy_ctc_decode(predictions.argmax(-1))
+
+    # --- what a learned surrogate sees -------------------------------------------------------------
+    def surrogate_targets(self, batch: Split) -> torch.Tensor:
+        """Each label as a ``(FRAMES, NUM_CLASSES)`` one-hot sequence: its characters, then blanks."""
+        targets = torch.full((len(batch), FRAMES), BLANK, dtype=torch.long, device=batch.tensors["targets"].device)
+        targets[:, :MAX_LABEL_LENGTH] = batch.tensors["targets"]
+        return F.one_hot(targets, NUM_CLASSES).float()
+
+    def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+        rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
+        labels = [sample_label(rng, self._render_options()) for _ in range(n_items)]
+        paths = np.stack([ctc_path(random_edit(label, rng), FRAMES, rng, BLANK) for label in labels])
+        targets, lengths = encode_labels(labels)
+        batch = Split({"targets": targets, "target_lengths": lengths}, labels)
+        return soft_frames(paths, NUM_CLASSES, rng), self.surrogate_targets(batch), labels
+
+    def perturb(self, outputs: torch.Tensor, noise: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        # Gumbel noise at scale 1 makes the best path a sample from the model's own distribution:
+        # the errors a slightly different model would make. Scale 0 leaves the prediction as is.
+        uniform = torch.rand(outputs.shape, generator=generator).clamp_(1e-9, 1 - 1e-9).to(outputs.device)
+        gumbel = -torch.log(-torch.log(uniform))
+        return (outputs + noise.view(-1, 1, 1) * gumbel).softmax(-1)

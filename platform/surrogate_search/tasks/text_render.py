@@ -67,11 +67,11 @@ class RenderOptions:
     """How hard the images are. The defaults give a CRNN a few percent character error."""
 
     random_string_fraction: float = 0.3
-    max_rotation_degrees: float = 4.0
-    max_blur_radius: float = 1.0
-    max_noise_std: float = 18.0
-    clutter_lines: int = 3
-    min_contrast: int = 45
+    max_rotation_degrees: float = 3.0
+    max_blur_radius: float = 0.8
+    max_noise_std: float = 12.0
+    clutter_lines: int = 2
+    min_contrast: int = 60
 
 
 def sample_label(rng: np.random.Generator, options: RenderOptions) -> str:
