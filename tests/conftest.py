@@ -24,3 +24,27 @@ def _isolated_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 @pytest.fixture(scope="session")
 def tiny_text_options() -> dict[str, int]:
     return {"train_size": 96, "val_size": 32, "test_size": 32}
+
+
+@pytest.fixture(scope="session")
+def tabular_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A quickly pretrained breast-cancer MLP, shared by post-tuning tests."""
+    from surrogate_search.checkpoint import load_checkpoint
+    from surrogate_search.pretrain import pretrain
+    from surrogate_search.tasks import get_task
+
+    out = tmp_path_factory.mktemp("base_tabular")
+    pretrain(get_task("imbalanced_tabular", dataset="breast_cancer"), out, max_epochs=30, patience=5)
+    return load_checkpoint(out)
+
+
+@pytest.fixture(scope="session")
+def text_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_text_options):
+    """A (barely trained) CRNN on a tiny rendered split: enough to exercise every code path."""
+    from surrogate_search.checkpoint import load_checkpoint
+    from surrogate_search.pretrain import pretrain
+    from surrogate_search.tasks import get_task
+
+    out = tmp_path_factory.mktemp("base_text")
+    pretrain(get_task("synthetic_text", **tiny_text_options), out, max_epochs=1, patience=1)
+    return load_checkpoint(out)

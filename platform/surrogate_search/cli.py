@@ -61,6 +61,64 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--config FILE.yaml`` (a post-tuning config, or a search's ``best_config.yaml``) then ``--set KEY=VALUE``."""
+    overrides: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        loaded = yaml.safe_load(open(args.config, encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: expected a mapping of post-tuning settings, got {type(loaded).__name__}")
+        overrides.update(loaded.get("posttune", loaded))
+    overrides.update(parse_options(getattr(args, "set", [])))
+    if getattr(args, "steps", None):
+        overrides["steps"] = args.steps
+    return overrides
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from surrogate_search.compare import compare, ensure_base_checkpoint
+    from surrogate_search.tasks import get_task
+
+    task = get_task(args.task, seed=args.data_seed, **parse_options(args.option))
+    checkpoint = ensure_base_checkpoint(task, args.checkpoint, cache_dir=args.cache_dir)
+    methods = args.methods.split(",") if args.methods else None
+    result = compare(checkpoint, load_config_overrides(args), methods=methods, seeds=range(args.seeds),
+                     cache_dir=args.cache_dir)
+    print(result.table())
+    return 0
+
+
+def cmd_posttune(args: argparse.Namespace) -> int:
+    from surrogate_search.compare import ensure_base_checkpoint, merge_config, task_posttune_defaults
+    from surrogate_search.config import PostTuneConfig
+    from surrogate_search.posttune import posttune
+    from surrogate_search.tasks import get_task
+
+    task = get_task(args.task, seed=args.data_seed, **parse_options(args.option))
+    checkpoint = ensure_base_checkpoint(task, args.checkpoint, cache_dir=args.cache_dir)
+    config = PostTuneConfig.from_dict(merge_config(task_posttune_defaults(task), {"method": args.method, **load_config_overrides(args)}))
+    result = posttune(config, checkpoint, cache_dir=args.cache_dir)
+    metric = task.metric_name
+    print(f"{config.method}: base val {metric} {result.base_val[metric]:.4f} -> val {result.val[metric]:.4f} "
+          f"(step {result.best_step}), test {result.test[metric]:.4f}, {result.seconds:.0f}s")
+    return 0
+
+
+def _add_task_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="registered task name (see `surrogate-search tasks`)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. dataset=digits")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the task's data splits")
+    p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
+
+
+def _add_posttune_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None, help="base checkpoint folder (default runs/base_<task>; pretrained if missing)")
+    p.add_argument("--config", default=None, help="YAML with post-tuning settings (e.g. a search's best_config.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="post-tuning setting, e.g. surrogate.width=32 or proxy_weight=0.5")
+    p.add_argument("--steps", type=int, default=None, help="model updates per run (the extra budget)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="surrogate-search",
@@ -72,16 +130,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics", help="list registered metrics").set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("pretrain", help="train a base model with the task's proxy loss until validation plateaus")
-    p.add_argument("--task", required=True, help="registered task name (see `surrogate-search tasks`)")
+    _add_task_arguments(p)
     p.add_argument("--out", required=True, help="output folder for model.pt and metrics.json")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. dataset=digits")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the task's data splits")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and data order")
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--patience", type=int, default=None, help="epochs without validation improvement before stopping")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("posttune", help="post-tune a base model with one method (a learned surrogate or a baseline)")
+    _add_task_arguments(p)
+    _add_posttune_arguments(p)
+    p.add_argument("--method", default="deep_embedding", help="proxy, weighted_proxy, anyloss, deep_embedding, relational")
+    p.set_defaults(func=cmd_posttune)
+
+    p = sub.add_parser("compare", help="learned surrogates vs proxy continuation vs AnyLoss, same budget, several seeds")
+    _add_task_arguments(p)
+    _add_posttune_arguments(p)
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method")
+    p.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply to the task)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

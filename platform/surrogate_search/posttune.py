@@ -1,0 +1,215 @@
+"""The post-tuning loop: what one Ray Train worker runs, and what runs in-process on a laptop.
+
+From a base checkpoint: warm up the surrogate on fresh pairs, then alternate ``k`` surrogate
+updates with one model update on the surrogate (plus an optional weighted proxy term). Fixed
+losses (proxy continuation, weighted BCE, AnyLoss) run the same loop without the surrogate part,
+so every method gets the same model updates on the same batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from surrogate_search.checkpoint import BaseCheckpoint, load_checkpoint
+from surrogate_search.config import PostTuneConfig
+from surrogate_search.fidelity import FidelityProbe
+from surrogate_search.sampling import create_sampler
+from surrogate_search.surrogates import create_loss
+from surrogate_search.surrogates.base import check_finite
+from surrogate_search.surrogates.proxy import WeightedBCE
+from surrogate_search.tasks import Split, Splits, Task
+from surrogate_search.utils import is_better, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
+"""Called at every evaluation with the metrics and a function that returns the loop's full state."""
+
+
+@dataclass
+class WorkerContext:
+    """What the loop needs from whoever runs it. The defaults are a single in-process worker; a
+    Ray Train worker fills in its rank, its device, DDP wrapping, reporting and a resume state."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device | str | None = None
+    prepare_model: Callable[[nn.Module], nn.Module] = lambda model: model
+    report: Report | None = None
+    resume_state: dict[str, Any] | None = None
+
+
+@dataclass
+class PostTuneResult:
+    method: str
+    seed: int
+    steps: int
+    best_step: int
+    val: dict[str, float]
+    """Validation metrics of the selected (best validation) model."""
+    test: dict[str, float]
+    """Test metrics of the selected model: what comparisons report."""
+    test_final: dict[str, float]
+    """Test metrics after the last step, for reference."""
+    base_val: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _average_gradients(module: nn.Module, world_size: int) -> None:
+    # The surrogate is not wrapped in DDP (its double-backward gradient penalty and its updates on
+    # locally drawn pairs do not fit DDP's hooks); averaging its gradients keeps replicas equal.
+    if world_size > 1 and dist.is_available() and dist.is_initialized():
+        for p in module.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad /= world_size
+
+
+def _batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[Split]:
+    while True:  # epochs without end; every batch full, so set-level losses see sets of one size
+        yield from split.batches(batch_size, shuffle=True, generator=generator, drop_last=len(split) >= batch_size)
+
+
+def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits: Splits | None = None,
+             cache_dir: str | None = None, context: WorkerContext | None = None) -> PostTuneResult:
+    """Post-tune the checkpoint's model with ``config.method`` and return validation/test metrics."""
+    config.validate()
+    ctx = context or WorkerContext()
+    ckpt = checkpoint if isinstance(checkpoint, BaseCheckpoint) else load_checkpoint(checkpoint)
+    task = ckpt.build_task()
+    device = resolve_device(ctx.device or config.device)
+    started = time.perf_counter()
+    splits = splits or task.load_splits(cache_dir)
+    shard = splits.train.shard(ctx.rank, ctx.world_size)
+
+    seed_everything(config.seed)  # same seed on every rank: identical surrogate initialisation
+    model = ckpt.build_model(task).to(device)
+    loss_fn = create_loss(task, config).to(device)
+    if isinstance(loss_fn, WeightedBCE):
+        loss_fn.set_class_balance(splits.train.tensors["targets"])
+    model = ctx.prepare_model(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr) if loss_fn.learned else None
+
+    batch_gen = torch.Generator().manual_seed(config.seed * 7919 + ctx.rank)
+    pair_gen = torch.Generator().manual_seed(config.seed * 104729 + ctx.rank)
+    batches = _batches(shard, config.batch_size, batch_gen)
+    sampler = create_sampler(task, shard, config.sampling, config.batch_size, pair_gen, device) if loss_fn.learned else None
+    probe = FidelityProbe(task, splits.val, config.sampling, config.batch_size, device=device) if loss_fn.learned else None
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
+    higher = task.metric.higher_is_better
+
+    state: dict[str, Any] = {"step": 0, "best_value": None, "best_step": 0, "best_model": None, "history": [],
+                             "base_val": None, "warm": False}
+
+    def full_state() -> dict[str, Any]:
+        return {
+            **state,
+            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "loss_fn": loss_fn.state_dict(),
+            "surrogate_opt": surrogate_opt.state_dict() if surrogate_opt else None,
+            "batch_gen": batch_gen.get_state(), "pair_gen": pair_gen.get_state(),
+        }
+
+    if ctx.resume_state is not None:
+        saved = ctx.resume_state
+        _unwrap(model).load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        loss_fn.load_state_dict(saved["loss_fn"])
+        if surrogate_opt and saved["surrogate_opt"]:
+            surrogate_opt.load_state_dict(saved["surrogate_opt"])
+        batch_gen.set_state(saved["batch_gen"])
+        pair_gen.set_state(saved["pair_gen"])
+        state.update({k: saved[k] for k in state})
+        log.info("resumed %s at step %d", config.method, state["step"])
+
+    def surrogate_update() -> dict[str, float]:
+        assert sampler is not None and surrogate_opt is not None
+        pairs = sampler.sample(config.surrogate.batch_size, _unwrap(model))
+        fit_loss, stats = loss_fn.fit(pairs)
+        surrogate_opt.zero_grad(set_to_none=True)
+        fit_loss.backward()
+        _average_gradients(loss_fn, ctx.world_size)
+        torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), 10.0)
+        surrogate_opt.step()
+        return stats
+
+    def evaluate(step: int, extra: dict[str, float]) -> dict[str, float]:
+        val = task.evaluate(_unwrap(model), splits.val, device=device)
+        row = {"step": float(step), **{f"val/{k}": v for k, v in val.items()}, **extra}
+        if probe is not None:
+            row.update(probe(loss_fn, _unwrap(model)))
+        row["seconds"] = time.perf_counter() - started
+        return row
+
+    if state["base_val"] is None:
+        base = evaluate(0, {})
+        state["base_val"] = {k[4:]: v for k, v in base.items() if k.startswith("val/")}
+        state["history"].append(base)
+        log.info("%s seed %d: base val %s %.4f", config.method, config.seed, task.metric_name,
+                 state["base_val"][task.metric_name])
+
+    stats: dict[str, float] = {}
+    if loss_fn.learned and not state["warm"]:
+        for _ in range(config.surrogate.warmup_steps):
+            stats = surrogate_update()
+        if stats:
+            log.info("surrogate warm-up: %d updates, fit %.4f, mae %.4f", config.surrogate.warmup_steps,
+                     stats["surrogate/fit"], stats["surrogate/mae"])
+        state["warm"] = True
+
+    model.train()
+    while state["step"] < config.steps:
+        step = state["step"] + 1
+        if loss_fn.learned:
+            for _ in range(config.surrogate.steps_per_model_step):
+                stats = surrogate_update()
+        batch = next(batches).to(device)
+        with autocast:
+            outputs = task.forward(model, batch)
+        loss, model_stats = loss_fn.model_loss(outputs.float(), batch)
+        check_finite(loss, f"the {config.method} loss", step=step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        stats.update(model_stats, loss=float(loss.detach()))
+        state["step"] = step
+
+        if step % config.eval_every == 0 or step == config.steps:
+            row = evaluate(step, stats)
+            value = row[f"val/{task.metric_name}"]
+            if is_better(value, state["best_value"], higher):
+                state.update(best_value=value, best_step=step,
+                             best_model={k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()})
+            state["history"].append(row)
+            log.info("%s seed %d step %d/%d  val %s %.4f  (best %.4f at %d)  loss %.4f  %.0fs", config.method, config.seed,
+                     step, config.steps, task.metric_name, value, state["best_value"], state["best_step"],
+                     stats["loss"], row["seconds"])
+            if ctx.report is not None:
+                ctx.report({k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}, full_state)
+
+    final_model = _unwrap(model)
+    test_final = task.evaluate(final_model, splits.test, device=device)
+    selected = copy.deepcopy(final_model)
+    selected.load_state_dict(state["best_model"])
+    val = task.evaluate(selected, splits.val, device=device)
+    test = task.evaluate(selected, splits.test, device=device)
+    return PostTuneResult(method=config.method, seed=config.seed, steps=config.steps, best_step=state["best_step"],
+                          val=val, test=test, test_final=test_final, base_val=state["base_val"],
+                          history=state["history"], seconds=time.perf_counter() - started)

@@ -1,0 +1,117 @@
+"""Where a learned surrogate's training pairs come from: ``global``, ``local``, ``local_global``.
+
+A sampler returns :class:`Pairs`: predictions, the targets in the surrogate's form, and the true
+metric of each item as an error (lower is better), computed exactly from the predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from surrogate_search.config import SamplingConfig
+from surrogate_search.registry import Registry
+from surrogate_search.tasks import Split, Task
+
+
+@dataclass
+class Pairs:
+    predictions: torch.Tensor
+    """(items, ...) differentiable-form predictions (probabilities)."""
+    targets: torch.Tensor
+    """(items, ...) targets in the same form."""
+    errors: torch.Tensor
+    """(items,) the true metric as an error."""
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def to(self, device: torch.device | str) -> Pairs:
+        return Pairs(self.predictions.to(device), self.targets.to(device), self.errors.to(device))
+
+    @staticmethod
+    def cat(parts: list[Pairs]) -> Pairs:
+        return Pairs(*(torch.cat([getattr(p, k) for p in parts]) for k in ("predictions", "targets", "errors")))
+
+
+class PairSampler:
+    """Draws ``n_items`` fresh pairs; local samplers read the model as it is now."""
+
+    def __init__(self, task: Task, split: Split, config: SamplingConfig, set_size: int,
+                 generator: torch.Generator, device: torch.device | str = "cpu") -> None:
+        self.task, self.split, self.config = task, split, config
+        self.set_size, self.generator, self.device = set_size, generator, torch.device(device)
+
+    def sample(self, n_items: int, model: nn.Module) -> Pairs:
+        raise NotImplementedError
+
+
+SAMPLERS: Registry[PairSampler] = Registry("sampling strategy")
+
+
+@SAMPLERS.register("global")
+class GlobalSampler(PairSampler):
+    """Model-free pairs spanning the metric's whole range (random strings and edits of them;
+    random probability sets for F1)."""
+
+    def sample(self, n_items: int, model: nn.Module) -> Pairs:
+        predictions, targets, labels = self.task.random_pairs(n_items, self.set_size, self.generator)
+        errors = self.task.item_errors(predictions, labels)
+        return Pairs(predictions, targets, errors).to(self.device)
+
+
+@SAMPLERS.register("local")
+class LocalSampler(PairSampler):
+    """The current model's predictions on training data against their labels, each perturbed by a
+    random scale in ``[0, noise]`` so that even a nearly perfect model yields pairs with errors."""
+
+    @torch.no_grad()
+    def sample(self, n_items: int, model: nn.Module) -> Pairs:
+        per_item = self.set_size if self.task.set_level else 1
+        index = torch.randint(len(self.split), (n_items * per_item,), generator=self.generator)
+        batch = self.split.subset(index).to(self.device)
+        was_training = model.training
+        model.eval()
+        outputs = self.task.forward(model, batch).float()
+        model.train(was_training)
+        noise = self.config.noise * torch.rand(n_items, generator=self.generator)
+        predictions = self.task.perturb(outputs, noise.repeat_interleave(per_item).to(outputs.device), self.generator)
+        targets = self.task.surrogate_targets(batch)
+        labels: list[Any] = batch.labels
+        if self.task.set_level:
+            predictions = predictions.view(n_items, per_item)
+            targets = targets.view(n_items, per_item)
+            labels = [labels[i * per_item:(i + 1) * per_item] for i in range(n_items)]
+        errors = self.task.item_errors(predictions.cpu(), labels).to(self.device)
+        return Pairs(predictions, targets, errors)
+
+
+@SAMPLERS.register("local_global")
+class LocalGlobalSampler(PairSampler):
+    """A ``local_ratio`` share of local pairs, the rest global."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.local = LocalSampler(*args, **kwargs)
+        self.global_ = GlobalSampler(*args, **kwargs)
+
+    def sample(self, n_items: int, model: nn.Module) -> Pairs:
+        n_local = round(self.config.local_ratio * n_items)
+        parts = []
+        if n_local:
+            parts.append(self.local.sample(n_local, model))
+        if n_items - n_local:
+            parts.append(self.global_.sample(n_items - n_local, model))
+        return Pairs.cat(parts)
+
+
+def create_sampler(task: Task, split: Split, config: SamplingConfig, set_size: int,
+                   generator: torch.Generator, device: torch.device | str = "cpu") -> PairSampler:
+    return SAMPLERS.get(config.strategy)(task, split, config, set_size, generator, device)  # type: ignore[return-value]
+
+
+def list_strategies() -> list[str]:
+    return SAMPLERS.names()

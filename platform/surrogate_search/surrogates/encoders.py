@@ -1,0 +1,82 @@
+"""Embedding networks ``h`` for learned surrogates, one per kind of prediction.
+
+Every encoder maps ``(predictions, targets)`` to one embedding per item. Sequence encoders read
+only their first argument (LS-ED's ``h(z)``; the label goes through the same ``h`` as a one-hot
+sequence). The set encoder reads (probability, label) pairs, since a set-level metric such as F1
+depends on which prediction belongs to which label.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from surrogate_search.config import SurrogateConfig
+from surrogate_search.registry import Registry
+
+ENCODERS: Registry[nn.Module] = Registry("encoder")
+
+
+class _SequenceEncoder(nn.Module):
+    """``(items, T, C)`` per-frame probabilities -> ``(items, embedding)``; position-aware (the
+    frame features are flattened, not pooled), since edit distance depends on order."""
+
+    def __init__(self, num_classes: int, frames: int, cfg: SurrogateConfig, conv_layers: int, lstm_layers: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width_in = num_classes
+        for _ in range(conv_layers):
+            layers += [nn.Conv1d(width_in, cfg.width, 3, padding=1), nn.ReLU()]
+            width_in = cfg.width
+        self.conv = nn.Sequential(*layers)
+        self.lstm = nn.LSTM(width_in, cfg.width // 2, num_layers=lstm_layers, bidirectional=True,
+                            batch_first=True) if lstm_layers else None
+        features = cfg.width if lstm_layers else width_in
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(frames * features, cfg.embedding))
+
+    def forward(self, predictions: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.conv(predictions.transpose(1, 2)).transpose(1, 2)  # (items, T, F)
+        if self.lstm is not None:
+            x, _ = self.lstm(x)
+        return self.head(x)
+
+
+@ENCODERS.register("conv")
+def conv_encoder(num_classes: int, frames: int, cfg: SurrogateConfig) -> nn.Module:
+    return _SequenceEncoder(num_classes, frames, cfg, conv_layers=cfg.depth, lstm_layers=0)
+
+
+@ENCODERS.register("lstm")
+def lstm_encoder(num_classes: int, frames: int, cfg: SurrogateConfig) -> nn.Module:
+    return _SequenceEncoder(num_classes, frames, cfg, conv_layers=0, lstm_layers=cfg.depth)
+
+
+@ENCODERS.register("conv_lstm")
+def conv_lstm_encoder(num_classes: int, frames: int, cfg: SurrogateConfig) -> nn.Module:
+    return _SequenceEncoder(num_classes, frames, cfg, conv_layers=cfg.depth, lstm_layers=1)
+
+
+class DeepSetsEncoder(nn.Module):
+    """``(items, N)`` probabilities and ``(items, N)`` labels -> ``(items, embedding)``.
+
+    ``phi`` embeds each (probability, label) pair, the mean over the set pools them (confusion
+    matrix entries are such means), ``rho`` maps the pooled vector to the embedding."""
+
+    def __init__(self, cfg: SurrogateConfig) -> None:
+        super().__init__()
+        phi: list[nn.Module] = []
+        width_in = 2
+        for _ in range(cfg.depth):
+            phi += [nn.Linear(width_in, cfg.width), nn.GELU()]
+            width_in = cfg.width
+        self.phi = nn.Sequential(*phi)
+        self.rho = nn.Sequential(nn.Linear(width_in, cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.embedding))
+
+    def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        pairs = torch.stack([predictions, targets.to(predictions.dtype)], dim=-1)  # (items, N, 2)
+        return self.rho(self.phi(pairs).mean(dim=1))
+
+
+@ENCODERS.register("deepsets")
+def deepsets_encoder(num_classes: int, frames: int, cfg: SurrogateConfig) -> nn.Module:
+    return DeepSetsEncoder(cfg)

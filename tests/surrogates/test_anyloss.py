@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from surrogate_search.surrogates.anyloss import amplify, anyloss, soft_confusion
+
+
+def test_soft_confusion_matches_a_hand_computed_matrix() -> None:
+    p = torch.tensor([0.9, 0.2, 0.7, 0.4, 0.55])
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])
+    a = [1 / (1 + math.exp(-73 * (v - 0.5))) for v in p.tolist()]  # ~[1, 0, 1, 0, 0.975]
+    tp = a[0] + a[3] + a[4]
+    fp = a[1] + a[2]
+    fn = 3 - tp
+    tn = 5 - 3 - sum(a) + tp
+    got = soft_confusion(p, y, amplification=73.0)
+    for value, expected in zip(got, (tp, fp, fn, tn)):
+        assert float(value) == pytest.approx(expected, rel=1e-5)
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    assert float(anyloss(p, y, "f1")) == pytest.approx(1 - f1, rel=1e-5)
+    recall_pos, recall_neg = tp / (tp + fn), tn / (tn + fp)
+    assert float(anyloss(p, y, "balanced_accuracy")) == pytest.approx(1 - (recall_pos + recall_neg) / 2, rel=1e-5)
+    assert float(anyloss(p, y, "gmean")) == pytest.approx(1 - math.sqrt(recall_pos * recall_neg), rel=1e-4)
+    assert float(anyloss(p, y, "accuracy")) == pytest.approx(1 - (tp + tn) / 5, rel=1e-5)
+
+
+def test_amplification_sharpens_towards_hard_labels() -> None:
+    a = amplify(torch.tensor([0.0, 0.45, 0.5, 0.55, 1.0]))
+    assert float(a[0]) < 1e-15 and float(1 - a[-1]) < 1e-6 and float(a[2]) == 0.5
+    assert float(a[1]) < 0.03 and float(a[3]) > 0.97
+
+
+def test_anyloss_gradient_pushes_probabilities_the_right_way() -> None:
+    p = torch.tensor([0.52, 0.48], requires_grad=True)
+    anyloss(p, torch.tensor([1.0, 0.0])).backward()
+    assert p.grad[0] < 0 < p.grad[1]  # raise the positive, lower the negative
+
+
+def test_unknown_anyloss_metric() -> None:
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        anyloss(torch.zeros(2), torch.zeros(2), "auc")

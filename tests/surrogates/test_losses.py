@@ -1,0 +1,49 @@
+"""Every post-tuning method, on every task it applies to: gradients reach the model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from surrogate_search.config import PostTuneConfig
+from surrogate_search.compare import merge_config, task_posttune_defaults
+from surrogate_search.surrogates import LOSSES, create_loss, list_methods
+
+
+def _setup(checkpoint, method: str):
+    task = checkpoint.build_task()
+    config = PostTuneConfig.from_dict(merge_config(task_posttune_defaults(task), {"method": method, "proxy_weight": 0.0}))
+    return task, config, checkpoint.build_model(task), create_loss(task, config)
+
+
+@pytest.mark.parametrize("method", sorted(LOSSES.names()))
+@pytest.mark.parametrize("which", ["tabular_checkpoint", "text_checkpoint"])
+def test_gradients_flow_to_the_model(method: str, which: str, request: pytest.FixtureRequest) -> None:
+    checkpoint = request.getfixturevalue(which)
+    task = checkpoint.build_task()
+    if method not in list_methods(task):
+        with pytest.raises(ValueError, match=f"method '{method}' does not apply to task '{task.name}'"):
+            _setup(checkpoint, method)
+        return
+    task, config, model, loss_fn = _setup(checkpoint, method)
+    batch = next(task.load_splits().train.batches(config.batch_size))
+    loss, stats = loss_fn.model_loss(task.forward(model, batch), batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_methods_that_apply() -> None:
+    from surrogate_search.tasks import get_task
+
+    assert list_methods(get_task("synthetic_text")) == ["deep_embedding", "proxy", "relational"]
+    assert list_methods(get_task("imbalanced_tabular")) == ["anyloss", "deep_embedding", "proxy", "relational", "weighted_proxy"]
+
+
+def test_wrong_encoder_for_the_task_is_named(tabular_checkpoint) -> None:
+    task = tabular_checkpoint.build_task()
+    config = PostTuneConfig.from_dict({"method": "deep_embedding", "surrogate": {"encoder": "conv_lstm"}})
+    with pytest.raises(ValueError, match="set-level metric \\(f1\\); surrogate.encoder must be 'deepsets', got 'conv_lstm'"):
+        create_loss(task, config)

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import pytest
+
+from surrogate_search.cli import main
+from surrogate_search.compare import compare
+
+
+def test_compare_gives_every_method_the_same_budget_and_reports_spread(tabular_checkpoint) -> None:
+    config = {"steps": 6, "eval_every": 3, "surrogate": {"warmup_steps": 3, "batch_size": 8}}
+    result = compare(tabular_checkpoint, config, methods=["anyloss", "deep_embedding"], seeds=[0, 1])
+    rows = {r["method"]: r for r in result.rows()}
+    assert list(rows) == ["proxy", "anyloss", "deep_embedding"]  # the control is always there, first
+    assert all(r["seeds"] == 2 for r in rows.values())
+    assert {(r.method, r.seed, r.steps) for r in result.runs} == {(m, s, 6) for m in rows for s in (0, 1)}
+    proxy, anyloss = rows["proxy"], rows["anyloss"]
+    assert anyloss["vs_proxy_pct"] == pytest.approx(100 * (anyloss["mean"] - proxy["mean"]) / proxy["mean"])
+    table = result.table()
+    assert "test f1 (higher is better)" in table and "base (no tuning)" in table and "±" in table
+    assert "6 model updates x batch 128" in table
+
+
+def test_compare_skips_methods_that_do_not_apply(text_checkpoint, capsys) -> None:
+    config = {"steps": 2, "eval_every": 2, "batch_size": 8, "surrogate": {"warmup_steps": 1, "batch_size": 4, "width": 8}}
+    result = compare(text_checkpoint, config, seeds=[0])
+    assert [s.method for s in result.summaries] == ["proxy", "deep_embedding", "relational"]
+    assert result.rows()[0]["vs_proxy_pct"] == 0.0  # the control against itself
+
+
+def test_compare_unknown_method_is_named(tabular_checkpoint) -> None:
+    with pytest.raises(ValueError, match="unknown method 'ls_ed'; known methods: anyloss, deep_embedding"):
+        compare(tabular_checkpoint, {}, methods=["ls_ed"])
+
+
+def test_cli_compare_prints_the_table(tabular_checkpoint, capsys) -> None:
+    code = main(["-q", "compare", "--task", "imbalanced_tabular", "--option", "dataset=breast_cancer",
+                 "--checkpoint", str(tabular_checkpoint.path.parent), "--seeds", "2", "--methods", "weighted_proxy",
+                 "--steps", "4", "--set", "eval_every=2"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "weighted_proxy" in out and "proxy" in out and "vs proxy" in out

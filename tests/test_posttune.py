@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from surrogate_search.compare import merge_config, task_posttune_defaults
+from surrogate_search.config import PostTuneConfig
+from surrogate_search.posttune import WorkerContext, posttune
+from surrogate_search.surrogates import SurrogateDivergedError
+from surrogate_search.surrogates.learned import EmbeddingSurrogate
+
+
+def tabular_config(**overrides) -> PostTuneConfig:
+    base = merge_config(task_posttune_defaults_for_tabular(), {"steps": 12, "eval_every": 4, "batch_size": 64,
+                                                               "surrogate": {"warmup_steps": 5, "batch_size": 8}})
+    return PostTuneConfig.from_dict(merge_config(base, overrides))
+
+
+def task_posttune_defaults_for_tabular():
+    from surrogate_search.tasks import get_task
+
+    return task_posttune_defaults(get_task("imbalanced_tabular"))
+
+
+@pytest.mark.parametrize("method", ["proxy", "deep_embedding"])
+def test_posttune_reports_every_evaluation_and_selects_on_validation(tabular_checkpoint, method: str) -> None:
+    reports = []
+    ctx = WorkerContext(report=lambda metrics, state: reports.append((metrics, state())))
+    result = posttune(tabular_config(method=method), tabular_checkpoint, context=ctx)
+    assert [m["step"] for m, _ in reports] == [4.0, 8.0, 12.0]
+    assert reports[-1][1]["step"] == 12
+    vals = [m["val/f1"] for m, _ in reports]
+    assert result.best_step in (4, 8, 12)
+    assert result.val["f1"] == pytest.approx(max(vals))
+    assert 0.0 <= result.test["f1"] <= 1.0 and "f1" in result.test_final
+    assert result.history[0]["step"] == 0.0  # the base model, before any update
+    if method == "deep_embedding":
+        assert "fidelity/global_spearman" in reports[-1][0] and "surrogate/fit" in reports[-1][0]
+
+
+def test_resume_from_a_saved_state_finishes_like_an_uninterrupted_run(tabular_checkpoint) -> None:
+    config = tabular_config(method="deep_embedding")
+    full = posttune(config, tabular_checkpoint)
+    saved = []
+
+    class Interrupt(Exception):
+        pass
+
+    def report(metrics, state):
+        saved.append(state())
+        if metrics["step"] == 8.0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        posttune(config, tabular_checkpoint, context=WorkerContext(report=report))
+    resumed = posttune(config, tabular_checkpoint, context=WorkerContext(resume_state=saved[-1]))
+    assert resumed.test == pytest.approx(full.test)
+    assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
+
+
+def test_nan_surrogate_stops_the_run_before_the_model_changes(tabular_checkpoint, monkeypatch) -> None:
+    seen = {}
+
+    def keep(model):
+        seen["model"] = model
+        seen["before"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return model
+
+    def nan_forward(self, predictions, targets):
+        return torch.full(predictions.shape[:1], float("nan"), requires_grad=True) * predictions.sum(-1)
+
+    monkeypatch.setattr(EmbeddingSurrogate, "forward", nan_forward)
+    config = tabular_config(method="deep_embedding", surrogate={"warmup_steps": 0})
+    with pytest.raises(SurrogateDivergedError, match="not finite .* the model was not updated"):
+        posttune(config, tabular_checkpoint, context=WorkerContext(prepare_model=keep))
+    after = seen["model"].state_dict()
+    assert all(torch.equal(seen["before"][k], after[k]) for k in after)
+
+
+def test_text_posttune_runs_with_each_learned_surrogate(text_checkpoint) -> None:
+    for method in ("deep_embedding", "relational"):
+        config = PostTuneConfig.from_dict({"method": method, "steps": 2, "eval_every": 2, "batch_size": 8,
+                                           "proxy_weight": 0.5, "surrogate": {"warmup_steps": 2, "batch_size": 8,
+                                                                              "width": 16, "filter_threshold": 2.0}})
+        result = posttune(config, text_checkpoint)
+        assert result.steps == 2 and "edit_distance" in result.test
+        assert "surrogate/kept_fraction" in result.history[-1]
+
+
+def test_config_errors_name_the_key_and_value() -> None:
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['surrogate.widht'\]"):
+        PostTuneConfig.from_dict({"surrogate": {"widht": 3}})
+    with pytest.raises(ValueError, match="steps must be > 0, got -3"):
+        PostTuneConfig.from_dict({"steps": -3}).validate()
+    with pytest.raises(ValueError, match="sampling.local_ratio must be in \\[0, 1\\], got 1.5"):
+        PostTuneConfig.from_dict({"sampling.local_ratio": 1.5}).validate()
+    with pytest.raises(ValueError, match="surrogate.width must be int, got 'wide'"):
+        PostTuneConfig.from_dict({"surrogate.width": "wide"})
+    assert PostTuneConfig.from_dict({"surrogate.width": 32.0, "lr": 1}).surrogate.width == 32
