@@ -8,6 +8,11 @@ from surrogate_search.tasks import Split, Splits, Task, get_task, list_tasks, re
 
 __version__ = "0.1.0"
 
+# Tasks and metrics that user modules register (SURROGATE_SEARCH_PLUGINS), here and in Ray workers.
+from surrogate_search import plugins as _plugins  # noqa: E402
+
+_plugins.load_plugins()
+
 __all__ = [
     "BaseCheckpoint",
     "CheckpointError",

@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="surrogate-search",
         description="Learn differentiable surrogates of non-differentiable metrics and post-tune models with them.")
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results, not progress")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="module or .py file that registers your own tasks/metrics (repeatable; exported to "
+                             "Ray workers as SURROGATE_SEARCH_PLUGINS)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("tasks", help="list registered tasks").set_defaults(func=cmd_tasks)
@@ -161,8 +164,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from surrogate_search.registry import UnknownNameError
 
     try:
+        if args.plugin:
+            from surrogate_search.plugins import add_plugins
+
+            add_plugins(args.plugin)
         return args.func(args)
-    except (UnknownNameError, CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (UnknownNameError, CheckpointError, ValueError, FileNotFoundError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -23,9 +23,9 @@ from torch import nn
 from surrogate_search.checkpoint import BaseCheckpoint, load_checkpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.fidelity import FidelityProbe
-from surrogate_search.sampling import create_sampler
+from surrogate_search.sampling import PairSampler, create_sampler
 from surrogate_search.surrogates import create_loss
-from surrogate_search.surrogates.base import check_finite
+from surrogate_search.surrogates.base import PostTuneLoss, check_finite
 from surrogate_search.surrogates.proxy import WeightedBCE
 from surrogate_search.tasks import Split, Splits, Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
@@ -85,6 +85,34 @@ def _batches(split: Split, batch_size: int, generator: torch.Generator) -> Itera
         yield from split.batches(batch_size, shuffle=True, generator=generator, drop_last=len(split) >= batch_size)
 
 
+def surrogate_step(loss_fn: PostTuneLoss, sampler: PairSampler, optimizer: torch.optim.Optimizer, model: nn.Module,
+                   n_items: int, world_size: int = 1) -> dict[str, float]:
+    """One surrogate update on ``n_items`` fresh pairs (gradients averaged over Ray Train workers)."""
+    pairs = sampler.sample(n_items, model)
+    fit_loss, stats = loss_fn.fit(pairs)
+    optimizer.zero_grad(set_to_none=True)
+    fit_loss.backward()
+    _average_gradients(loss_fn, world_size)
+    torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), 10.0)
+    optimizer.step()
+    return stats
+
+
+def model_step(task: Task, model: nn.Module, loss_fn: PostTuneLoss, optimizer: torch.optim.Optimizer, batch: Split,
+               autocast: Any, *, step: int = 0) -> dict[str, float]:
+    """One model update on ``batch`` with ``loss_fn`` (a surrogate, AnyLoss or the proxy); a
+    non-finite loss stops here, before it reaches the weights."""
+    with autocast:
+        outputs = task.forward(model, batch)
+    loss, stats = loss_fn.model_loss(outputs.float(), batch)
+    check_finite(loss, f"the {loss_fn.name} loss", step=step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    optimizer.step()
+    return {**stats, "loss": float(loss.detach())}
+
+
 def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits: Splits | None = None,
              cache_dir: str | None = None, context: WorkerContext | None = None) -> PostTuneResult:
     """Post-tune the checkpoint's model with ``config.method`` and return validation/test metrics."""
@@ -140,14 +168,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
 
     def surrogate_update() -> dict[str, float]:
         assert sampler is not None and surrogate_opt is not None
-        pairs = sampler.sample(config.surrogate.batch_size, _unwrap(model))
-        fit_loss, stats = loss_fn.fit(pairs)
-        surrogate_opt.zero_grad(set_to_none=True)
-        fit_loss.backward()
-        _average_gradients(loss_fn, ctx.world_size)
-        torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), 10.0)
-        surrogate_opt.step()
-        return stats
+        return surrogate_step(loss_fn, sampler, surrogate_opt, _unwrap(model), config.surrogate.batch_size,
+                              ctx.world_size)
 
     def evaluate(step: int, extra: dict[str, float]) -> dict[str, float]:
         val = task.evaluate(_unwrap(model), splits.val, device=device)
@@ -180,15 +202,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
             for _ in range(config.surrogate.steps_per_model_step):
                 stats = surrogate_update()
         batch = next(batches).to(device)
-        with autocast:
-            outputs = task.forward(model, batch)
-        loss, model_stats = loss_fn.model_loss(outputs.float(), batch)
-        check_finite(loss, f"the {config.method} loss", step=step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        stats.update(model_stats, loss=float(loss.detach()))
+        stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step))
         state["step"] = step
 
         if step % config.eval_every == 0 or step == config.steps:

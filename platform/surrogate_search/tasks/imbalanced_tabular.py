@@ -70,8 +70,12 @@ class ImbalancedTabular(Task):
             raise ValueError(f"task 'imbalanced_tabular': unknown dataset {dataset!r}; known: {sorted(DATASETS)}")
         return {"dataset": dataset}
 
+    def raw_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """Features and 0/1 labels before splitting; a subclass overrides this to bring its own data."""
+        return DATASETS[self.options["dataset"]](self.seed)
+
     def load_splits(self, cache_dir: Any = None) -> Splits:
-        x, y = DATASETS[self.options["dataset"]](self.seed)
+        x, y = self.raw_data()
         x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, stratify=y, random_state=self.seed)
         x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=self.seed)
         mean, std = x_train.mean(0), x_train.std(0) + 1e-8
@@ -83,7 +87,8 @@ class ImbalancedTabular(Task):
         return Splits(split(x_train, y_train), split(x_val, y_val), split(x_test, y_test))
 
     def default_model_options(self) -> dict[str, Any]:
-        in_features = {"breast_cancer": 30, "digits": 64, "synthetic": 20}[self.options["dataset"]]
+        known = {"breast_cancer": 30, "digits": 64, "synthetic": 20}
+        in_features = known.get(self.options.get("dataset", ""), 0) or self.raw_data()[0].shape[1]
         return {"in_features": in_features, "hidden": [64, 32], "dropout": 0.1}
 
     def build_model(self, **model_options: Any) -> nn.Module:

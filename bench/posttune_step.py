@@ -1,0 +1,92 @@
+"""Cost of one post-tuning step relative to one proxy step on the same batch.
+
+A proxy step is one model update with the task's proxy loss (CTC, BCE). A learned-surrogate step
+is what post-tuning does per model update: ``k`` surrogate updates on fresh pairs, then one model
+update through the surrogate (plus the proxy term when ``proxy_weight > 0``). Both use the loop's
+own ``surrogate_step`` / ``model_step`` on the same batch, in one process, after a few untimed
+warm-up steps; the figures are medians over ``--repeats`` steps.
+
+    python bench/posttune_step.py --task synthetic_text --checkpoint runs/base_text
+    python bench/posttune_step.py --task imbalanced_tabular --option dataset=synthetic
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+
+import torch
+
+from surrogate_search.cli import parse_options
+from surrogate_search.compare import ensure_base_checkpoint, merge_config, task_posttune_defaults
+from surrogate_search.config import PostTuneConfig
+from surrogate_search.posttune import model_step, surrogate_step
+from surrogate_search.sampling import create_sampler
+from surrogate_search.surrogates import create_loss, list_methods
+from surrogate_search.tasks import get_task
+
+
+def time_steps(step, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="synthetic_text")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = what one Ray Train CPU worker gets)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="post-tuning setting")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    task = get_task(args.task, **parse_options(args.option))
+    checkpoint = ensure_base_checkpoint(task, args.checkpoint)
+    splits = task.load_splits()
+    base = merge_config(task_posttune_defaults(task), parse_options(args.set))
+    batch = next(splits.train.batches(PostTuneConfig.from_dict(base).batch_size, shuffle=False))
+    no_autocast = contextlib.nullcontext()
+
+    print(f"task {task.name} {task.options or ''}  batch {len(batch)}  torch threads {args.threads}  "
+          f"median of {args.repeats} steps")
+    print(f"{'method':16s} {'ms/step':>9s} {'vs proxy':>9s}")
+    proxy_ms = None
+    for method in ["proxy", *[m for m in list_methods(task) if m != "proxy"]]:
+        config = PostTuneConfig.from_dict({**base, "method": method})
+        torch.manual_seed(0)
+        model = checkpoint.build_model(task)
+        loss_fn = create_loss(task, config)
+        if hasattr(loss_fn, "set_class_balance"):
+            loss_fn.set_class_balance(splits.train.tensors["targets"])
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        model.train()
+        if loss_fn.learned:
+            sampler = create_sampler(task, splits.train, config.sampling, config.batch_size,
+                                     torch.Generator().manual_seed(0), "cpu")
+            surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr)
+
+            def step() -> None:
+                for _ in range(config.surrogate.steps_per_model_step):
+                    surrogate_step(loss_fn, sampler, surrogate_opt, model, config.surrogate.batch_size)
+                model_step(task, model, loss_fn, optimizer, batch, no_autocast)
+        else:
+            def step() -> None:
+                model_step(task, model, loss_fn, optimizer, batch, no_autocast)
+
+        seconds = time_steps(step, args.repeats)
+        proxy_ms = proxy_ms or seconds * 1000
+        print(f"{method:16s} {seconds * 1000:9.1f} {seconds * 1000 / proxy_ms:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
