@@ -30,12 +30,20 @@ the logger itself are picklable (a URI string and run ids). ``start_search_run``
 wraps a whole post-tuning (metrics, config, curve, surrogate model) around a logger.
 """
 
+from surrogate_search.tracking.recorder import (
+    TrackedComparison,
+    task_experiment_name,
+    tracked_compare,
+    tracked_posttune,
+)
+from surrogate_search.tracking.report import Report, comparison_report
 from surrogate_search.tracking.runs import (
     NullLogger,
     TrialLogger,
     close_stale_runs,
     finish_run,
     start_parent_run,
+    start_run,
     start_search_run,
     trial_logger,
 )
@@ -47,13 +55,20 @@ from surrogate_search.tracking.store import (
 
 __all__ = [
     "NullLogger",
+    "Report",
+    "TrackedComparison",
     "TrackingUnavailableError",
     "TrialLogger",
     "check_tracking_store",
     "close_stale_runs",
+    "comparison_report",
     "finish_run",
     "resolve_tracking_uri",
     "start_parent_run",
+    "start_run",
     "start_search_run",
+    "task_experiment_name",
+    "tracked_compare",
+    "tracked_posttune",
     "trial_logger",
 ]

@@ -262,6 +262,19 @@ def trial_logger(parent_run_id: str, trial_key: str, params: Mapping[str, Any] |
     return trial
 
 
+def start_run(experiment: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None, *,
+              kind: str = "posttune", tracking_uri: str | None = None, run_name: str | None = None) -> TrialLogger:
+    """A top-level run (one post-tuning started on its own) as a :class:`TrialLogger`."""
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow_client = client(uri)
+    all_tags = {KIND_TAG: kind, GIT_TAG: git_commit(), **{k: str(v) for k, v in (tags or {}).items()}}
+    run_id = mlflow_client.create_run(experiment_id(uri, experiment), tags=all_tags, run_name=run_name).info.run_id
+    run = TrialLogger(uri, run_id)
+    if params:
+        run.log_params(params)
+    return run
+
+
 def _now_ms() -> int:
     import time
 
