@@ -102,7 +102,8 @@ def experiment_id(uri: str, name: str) -> str:
             mlflow_client.restore_experiment(found.experiment_id)
         return found.experiment_id
     try:
-        return mlflow_client.create_experiment(name)
+        # Without this tag MLflow 3's UI opens an experiment on its GenAI (traces) overview.
+        return mlflow_client.create_experiment(name, tags={"mlflow.experimentKind": "custom_model_development"})
     except mlflow.exceptions.MlflowException:
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:

@@ -67,7 +67,8 @@ def serve_ui(tracking_uri: str | None = None, port: int = 5000, *, experiment: s
         raise FileNotFoundError(f"no MLflow store at {uri}: run `surrogate-search compare` or `posttune` here first, "
                                 "or pass --tracking-uri")
     url = f"http://{HOST}:{port}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # The job runner serves GenAI jobs (judges, prompt optimisation) that browsing runs never needs.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_TRACKING_URI": uri}
     process = subprocess.Popen(server_command(uri, port), env=env)
     try:
         wait_until_up(url, process)
