@@ -27,7 +27,15 @@ The API a search calls (driver, then each trial's rank-0 worker)::
 search does not duplicate runs), and a :class:`NullLogger` on ranks other than 0. Its inputs and
 the logger itself are picklable (a URI string and run ids). ``start_search_run`` with a known
 ``search_id`` resumes the parent and closes children left RUNNING as KILLED. ``tracked_posttune``
-wraps a whole post-tuning (metrics, config, curve, surrogate model) around a logger.
+wraps a whole post-tuning (metrics, config, curve, surrogate model) around a logger;
+``tracked_compare`` records ``surrogate-search compare``; a post-tuning started on its own is a
+top-level run (``start_run``); ``comparison_report`` reads a comparison back as a table.
+
+The best learned surrogate of a comparison is an MLflow PyTorch model (``pt2`` format); its URI is
+the parent run's ``best_surrogate_model_uri`` tag::
+
+    surrogate = mlflow.pytorch.load_model(uri)
+    estimated_metric = surrogate(predictions, targets)   # one value per item
 """
 
 from surrogate_search.tracking.recorder import (
