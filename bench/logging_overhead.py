@@ -1,5 +1,5 @@
 """What MLflow logging costs a post-tuning run: the same run (same seed, same steps) without and with
-tracking, interleaved ``--repeats`` times; prints wall times and the ratio (goal: <= 1.05).
+tracking, interleaved ``--repeats`` times (default 1); prints wall times and the ratio (goal: <= 1.05).
 
     python bench/logging_overhead.py                       # breast cancer, deep_embedding, 200 updates
     python bench/logging_overhead.py --method relational --steps 400 --eval-every 20 --repeats 3
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tracking-uri", default=None, help="default: a fresh SQLite store in a temporary folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -65,6 +65,7 @@ def main() -> None:
             recorded = tracked_posttune(config, checkpoint, logger, splits=splits)
         tracked.append(time.perf_counter() - started)
         tracked_loop.append(recorded.result.seconds)
+        print(f"repeat {len(plain)}: without {plain[-1]:.2f} s, with {tracked[-1]:.2f} s", flush=True)
 
     evaluations = args.steps // args.eval_every
     print(f"{task_experiment_name(task)}, {config.method}, seed {config.seed}: {config.steps} model updates, "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from surrogate_search.tracking import start_run
+from surrogate_search.tracking import finish_run, start_parent_run, start_run, trial_logger
 from surrogate_search.tracking.ui import compare_url
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -84,8 +84,12 @@ def test_browser_shows_the_comparison_runs(smoke_comparison, mlflow_server) -> N
 @pytest.mark.slow
 def test_ui_command_serves_the_local_store_on_localhost(tmp_path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    run = start_run("ui-smoke", {"lr": 0.1}, tracking_uri=store, run_name="ui smoke run")
-    run.finish()
+    start_run("ui-smoke", {"lr": 0.1}, tracking_uri=store, run_name="ui smoke run").finish()
+    parent = start_parent_run("ui-smoke", "compare-ui", kind="comparison", tracking_uri=store)
+    children = [trial_logger(parent, f"{m}-seed0", tracking_uri=store) for m in ("proxy", "relational")]
+    for child in children:
+        child.finish()
+    finish_run(parent, tracking_uri=store)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -104,6 +108,8 @@ def test_ui_command_serves_the_local_store_on_localhost(tmp_path) -> None:
         out = "".join(lines)
         assert f"MLflow UI: http://127.0.0.1:{port}" in out, out[-3000:]
         assert f"experiment ui-smoke: http://127.0.0.1:{port}/#/experiments/" in out
+        compare_line = next(line for line in lines if line.startswith("compare view of comparison compare-ui (2 runs): "))
+        assert all(child.run_id in urllib.parse.unquote(compare_line) for child in children)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
             assert response.status == 200
     finally:

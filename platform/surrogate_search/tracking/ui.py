@@ -56,12 +56,39 @@ def experiment_url(base_url: str, experiment_id: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}"
 
 
+def experiment_lines(uri: str, base_url: str, experiment: str) -> list[str]:
+    """Addresses worth opening for ``experiment``: its runs, and the compare view of its latest
+    comparison's child runs (one per method and seed)."""
+    from surrogate_search.tracking.runs import KIND_TAG, PARENT_TAG, SEARCH_TAG
+    from surrogate_search.tracking.store import client
+
+    mlflow_client = client(uri)
+    found = mlflow_client.get_experiment_by_name(experiment)
+    if found is None:
+        return [f"no experiment {experiment!r} in {uri} yet"]
+    exp = found.experiment_id
+    lines = [f"experiment {experiment}: {experiment_url(base_url, exp)}/runs"]
+    parents = mlflow_client.search_runs([exp], filter_string=f"tags.{KIND_TAG} = 'comparison'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+    if parents:
+        parent = parents[0]
+        children = mlflow_client.search_runs([exp], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+                                             order_by=["attributes.start_time ASC"])
+        if children:
+            name = parent.data.tags.get(SEARCH_TAG, parent.info.run_id)
+            lines.append(f"compare view of comparison {name} ({len(children)} runs): "
+                         + compare_url(base_url, exp, [c.info.run_id for c in children]))
+    return lines
+
+
 def serve_ui(tracking_uri: str | None = None, port: int = 5000, *, experiment: str | None = None) -> int:
     """Start the MLflow UI on 127.0.0.1:``port`` for the local store and block until Ctrl-C. For a
     remote tracking server there is nothing to start: its address is printed."""
     uri = resolve_tracking_uri(tracking_uri)
     if is_remote(uri):
         print(f"MLflow UI: {uri} (the tracking server is remote; open it in a browser)")
+        for line in experiment_lines(uri, uri, experiment) if experiment else []:
+            print(line)
         return 0
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise FileNotFoundError(f"no MLflow store at {uri}: run `surrogate-search compare` or `posttune` here first, "
@@ -74,11 +101,8 @@ def serve_ui(tracking_uri: str | None = None, port: int = 5000, *, experiment: s
         wait_until_up(url, process)
         print(f"MLflow UI: {url}  (store {uri})", flush=True)
         if experiment:
-            from surrogate_search.tracking.store import client
-
-            found = client(uri).get_experiment_by_name(experiment)
-            if found is not None:
-                print(f"experiment {experiment}: {experiment_url(url, found.experiment_id)}", flush=True)
+            for line in experiment_lines(uri, url, experiment):
+                print(line, flush=True)
         print("Ctrl-C stops it.", flush=True)
         return process.wait()
     except KeyboardInterrupt:
