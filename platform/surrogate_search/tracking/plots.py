@@ -18,12 +18,13 @@ from matplotlib.figure import Figure  # noqa: E402
 
 
 def fidelity_scatter(errors: Sequence[float], estimates: Sequence[float], *, metric: str, title: str = "",
-                     spearman: float | None = None) -> Figure:
-    """Each dot a held-out pair: x the true metric, y the surrogate's value. A faithful surrogate
-    climbs monotonically (ReLoss only needs the order; LS-ED the values too)."""
+                     spearman: float | None = None, higher_is_better: bool = False) -> Figure:
+    """Each dot a held-out pair: x the true metric as an error (``1 - f1`` for a higher-is-better
+    metric, edit distance as is), y the surrogate's value. A faithful surrogate climbs
+    monotonically (ReLoss only needs the order; LS-ED the values too)."""
     fig, ax = plt.subplots(figsize=(5, 4.5), dpi=100)
     ax.scatter(errors, estimates, s=10, alpha=0.5)
-    ax.set_xlabel(f"true {metric}")
+    ax.set_xlabel(f"true 1 − {metric}" if higher_is_better else f"true {metric}")
     ax.set_ylabel("surrogate value")
     label = f"Spearman {spearman:.3f}" if spearman is not None else ""
     ax.set_title(" — ".join(t for t in (title, label) if t) or "surrogate fidelity")

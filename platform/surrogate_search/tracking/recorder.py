@@ -143,7 +143,8 @@ def log_surrogate(logger: TrialLogger, task: Task, config: PostTuneConfig, state
     errors = pairs.errors.float()
     rho = spearman(estimates, errors)
     fig = plots.fidelity_scatter(errors.tolist(), estimates.tolist(), metric=task.metric_name, spearman=rho,
-                                 title=f"{config.method}, seed {config.seed}")
+                                 title=f"{config.method}, seed {config.seed}",
+                                 higher_is_better=task.metric.higher_is_better)
     logger.log_figure(fig, "plots/fidelity_scatter.png")
     plots.close(fig)
     # Batch > 1 in the example, so that torch.export keeps the batch dimension dynamic.
