@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import REPO_ROOT
+# Not `from conftest import REPO_ROOT`: with tests/tracking/conftest.py there are two modules named
+# `conftest`, and which one that import finds depends on collection order.
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_platform_folder_has_no_init() -> None:

@@ -75,16 +75,39 @@ def load_config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def _tracking_uri(args: argparse.Namespace) -> str | None:
+    """The absolute tracking URI, checked before any training starts; None with ``--no-track``."""
+    if args.no_track:
+        return None
+    from surrogate_search.tracking import check_tracking_store, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    check_tracking_store(uri)
+    return uri
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from surrogate_search.compare import compare, ensure_base_checkpoint
     from surrogate_search.tasks import get_task
 
     task = get_task(args.task, seed=args.data_seed, **parse_options(args.option))
+    uri = _tracking_uri(args)
     checkpoint = ensure_base_checkpoint(task, args.checkpoint, cache_dir=args.cache_dir)
     methods = args.methods.split(",") if args.methods else None
-    result = compare(checkpoint, load_config_overrides(args), methods=methods, seeds=range(args.seeds),
-                     cache_dir=args.cache_dir)
-    print(result.table())
+    if uri is None:
+        result = compare(checkpoint, load_config_overrides(args), methods=methods, seeds=range(args.seeds),
+                         cache_dir=args.cache_dir)
+        print(result.table())
+        return 0
+    from surrogate_search.tracking import tracked_compare
+
+    tracked = tracked_compare(checkpoint, load_config_overrides(args), methods=methods, seeds=range(args.seeds),
+                              cache_dir=args.cache_dir, experiment=args.experiment, tracking_uri=uri,
+                              comparison_id=args.comparison_id)
+    print(tracked.comparison.table())
+    print(f"MLflow: experiment {tracked.experiment!r}, comparison run {tracked.parent_run_id} "
+          f"({len(tracked.child_run_ids)} child runs) in {uri}")
+    print(f"table again: surrogate-search report --experiment {tracked.experiment} --run-id {tracked.parent_run_id}")
     return 0
 
 
@@ -95,13 +118,52 @@ def cmd_posttune(args: argparse.Namespace) -> int:
     from surrogate_search.tasks import get_task
 
     task = get_task(args.task, seed=args.data_seed, **parse_options(args.option))
+    uri = _tracking_uri(args)
     checkpoint = ensure_base_checkpoint(task, args.checkpoint, cache_dir=args.cache_dir)
     config = PostTuneConfig.from_dict(merge_config(task_posttune_defaults(task), {"method": args.method, **load_config_overrides(args)}))
-    result = posttune(config, checkpoint, cache_dir=args.cache_dir)
+    run_note = ""
+    if uri is None:
+        result = posttune(config, checkpoint, cache_dir=args.cache_dir)
+    else:
+        from surrogate_search.tracking import start_run, task_experiment_name, tracked_posttune
+        from surrogate_search.tracking.recorder import run_tags
+
+        experiment = args.experiment or task_experiment_name(task)
+        logger = start_run(experiment, config.flat(), {**run_tags(task, config), "checkpoint": str(checkpoint.path or "")},
+                           tracking_uri=uri, run_name=f"{config.method} seed {config.seed}")
+        with logger:
+            result = tracked_posttune(config, checkpoint, logger, cache_dir=args.cache_dir).result
+        run_note = f"\nMLflow: experiment {experiment!r}, run {logger.run_id} in {uri}"
     metric = task.metric_name
     print(f"{config.method}: base val {metric} {result.base_val[metric]:.4f} -> val {result.val[metric]:.4f} "
-          f"(step {result.best_step}), test {result.test[metric]:.4f}, {result.seconds:.0f}s")
+          f"(step {result.best_step}), test {result.test[metric]:.4f}, {result.seconds:.0f}s{run_note}")
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from surrogate_search.tracking import comparison_report, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    _check_local_store(uri)
+    print(comparison_report(args.experiment, run_id=args.run_id, tracking_uri=uri).render(args.format))
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from surrogate_search.tracking.ui import serve_ui
+
+    return serve_ui(args.tracking_uri, port=args.port, experiment=args.experiment)
+
+
+def _check_local_store(uri: str) -> None:
+    # Reading a SQLite store that is not there would create an empty one and report "no experiment".
+    from pathlib import Path
+
+    from surrogate_search.tracking import check_tracking_store
+
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise FileNotFoundError(f"no MLflow store at {uri}: run `surrogate-search compare` here first, or pass --tracking-uri")
+    check_tracking_store(uri)
 
 
 def _add_task_arguments(p: argparse.ArgumentParser) -> None:
@@ -117,6 +179,14 @@ def _add_posttune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="post-tuning setting, e.g. surrogate.width=32 or proxy_weight=0.5")
     p.add_argument("--steps", type=int, default=None, help="model updates per run (the extra budget)")
+
+
+def _add_tracking_arguments(p: argparse.ArgumentParser, *, recording: bool = True) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in this folder)")
+    if recording:
+        p.add_argument("--no-track", action="store_true", help="do not record runs in MLflow")
+        p.add_argument("--experiment", default=None, help="MLflow experiment (default: one per task, e.g. synthetic_text)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_arguments(p)
     _add_posttune_arguments(p)
     p.add_argument("--method", default="deep_embedding", help="proxy, weighted_proxy, anyloss, deep_embedding, relational")
+    _add_tracking_arguments(p)
     p.set_defaults(func=cmd_posttune)
 
     p = sub.add_parser("compare", help="learned surrogates vs proxy continuation vs AnyLoss, same budget, several seeds")
@@ -152,7 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_posttune_arguments(p)
     p.add_argument("--seeds", type=int, default=3, help="seeds per method")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply to the task)")
+    _add_tracking_arguments(p)
+    p.add_argument("--comparison-id", default=None,
+                   help="name of the comparison run; the same id again resumes into the same MLflow runs")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="the comparison table read back from MLflow (mean ± std over seeds, vs proxy)")
+    p.add_argument("--experiment", required=True, help="MLflow experiment, e.g. imbalanced_tabular_breast_cancer")
+    p.add_argument("--run-id", default=None, help="comparison (parent) run id (default: the latest finished one)")
+    p.add_argument("--format", default="text", choices=["text", "markdown", "csv", "json"])
+    _add_tracking_arguments(p, recording=False)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ui", help="start the MLflow UI for the local store on 127.0.0.1 and print its address")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--experiment", default=None, help="also print the address of this experiment's page")
+    _add_tracking_arguments(p, recording=False)
+    p.set_defaults(func=cmd_ui)
     return parser
 
 
@@ -162,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stdout)
     from surrogate_search.checkpoint import CheckpointError
     from surrogate_search.registry import UnknownNameError
+    from surrogate_search.tracking.store import TrackingUnavailableError
 
     try:
         if args.plugin:
@@ -169,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             add_plugins(args.plugin)
         return args.func(args)
-    except (UnknownNameError, CheckpointError, ValueError, FileNotFoundError, ImportError) as exc:
+    except (UnknownNameError, CheckpointError, ValueError, FileNotFoundError, ImportError, TrackingUnavailableError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

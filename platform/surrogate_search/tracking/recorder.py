@@ -1,0 +1,247 @@
+"""Post-tuning runs and comparisons, recorded in MLflow.
+
+:func:`tracked_posttune` runs one post-tuning into a :class:`TrialLogger`'s run: the flattened
+config as parameters, every evaluation as metrics, test metrics, the resolved config, the curve,
+and for a learned surrogate its fidelity scatter and the surrogate itself as an MLflow PyTorch
+model. :func:`tracked_compare` makes a comparison a parent run with one such child per method and
+seed, plus the table, the curves and the bar chart on the parent.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from surrogate_search.checkpoint import BaseCheckpoint
+from surrogate_search.compare import Comparison, compare
+from surrogate_search.config import PostTuneConfig
+from surrogate_search.posttune import PostTuneResult, WorkerContext, posttune
+from surrogate_search.sampling import GlobalSampler, LocalSampler, Pairs
+from surrogate_search.surrogates import LearnedSurrogateLoss, create_loss, spearman
+from surrogate_search.tasks import Splits, Task
+from surrogate_search.tracking import plots
+from surrogate_search.tracking.runs import TrialLogger, finish_run, start_parent_run, trial_logger
+from surrogate_search.tracking.store import client, resolve_tracking_uri, use_tracking_uri
+from surrogate_search.utils import is_better
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "surrogate"
+
+
+def task_experiment_name(task: Task) -> str:
+    """One experiment per task (and dataset): ``imbalanced_tabular_breast_cancer``, ``synthetic_text``."""
+    suffix = "".join(f"_{v}" for k, v in sorted(task.options.items()) if k == "dataset")
+    return f"{task.name}{suffix}"
+
+
+def run_tags(task: Task, config: PostTuneConfig) -> dict[str, str]:
+    learned = config.method in ("deep_embedding", "relational")
+    return {"task": task.name, "metric": task.metric_name, "method": config.method, "seed": str(config.seed),
+            "surrogate": f"{config.method}/{config.surrogate.encoder}" if learned else "none",
+            "sampling": config.sampling.strategy if learned else "none"}
+
+
+@dataclass
+class Recorded:
+    """What a tracked post-tuning leaves behind besides its metrics."""
+
+    result: PostTuneResult
+    run_id: str
+    surrogate_state: dict[str, torch.Tensor] | None = None
+    """The learned loss's state at the best validation step (None for fixed losses)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger: TrialLogger, *,
+                     splits: Splits | None = None, cache_dir: str | None = None,
+                     context: WorkerContext | None = None, log_model: bool = True) -> Recorded:
+    """Post-tune with every evaluation logged to ``logger``'s run. Does not close the run: wrap it
+    in ``with logger:`` (FINISHED, or FAILED with the error)."""
+    task = checkpoint.build_task()
+    metric = task.metric_name
+    higher = task.metric.higher_is_better
+    ctx = copy.copy(context) if context is not None else WorkerContext()
+    best: dict[str, Any] = {"value": None, "state": None}
+
+    def keep_best(metrics: dict[str, float], state_fn: Any) -> None:
+        value = metrics.get(f"val/{metric}")
+        if value is not None and is_better(value, best["value"], higher):
+            best["value"] = value
+            if config.method in ("deep_embedding", "relational"):
+                best["state"] = {k: v.detach().cpu().clone() for k, v in state_fn()["loss_fn"].items()}
+        if context is not None and context.report is not None:
+            context.report(metrics, state_fn)
+
+    ctx.report = logger.report_hook(objective=f"val/{metric}", then=keep_best)
+    logger.log_dict(config.to_dict(), "config.yaml")
+    result = posttune(config, checkpoint, splits=splits, cache_dir=cache_dir, context=ctx)
+    final = {**{f"test/{k}": v for k, v in result.test.items()}, **{f"test_final/{k}": v for k, v in result.test_final.items()},
+             **{f"best_val/{k}": v for k, v in result.val.items()}, **{f"base_val/{k}": v for k, v in result.base_val.items()},
+             "best_step": float(result.best_step), "wall_seconds": result.seconds}
+    logger.log(final, step=result.steps)
+    logger.set_tags({"test_metric": f"test/{metric}", "higher_is_better": str(higher)})
+    steps, values = _curve(result, metric)
+    fig = plots.posttune_curves({config.method: [(steps, values)]}, metric=metric, higher_is_better=higher,
+                                title=f"{task.name}: {config.method}, seed {config.seed}")
+    logger.log_figure(fig, "plots/posttune_curve.png")
+    plots.close(fig)
+    recorded = Recorded(result, logger.run_id, best["state"])
+    if log_model and best["state"] is not None:
+        log_surrogate(logger, task, config, best["state"], splits=splits, checkpoint=checkpoint, cache_dir=cache_dir)
+    return recorded
+
+
+def _curve(result: PostTuneResult, metric: str) -> tuple[list[float], list[float]]:
+    rows = [h for h in result.history if f"val/{metric}" in h]
+    return [h["step"] for h in rows], [h[f"val/{metric}"] for h in rows]
+
+
+def build_surrogate(task: Task, config: PostTuneConfig, state: Mapping[str, torch.Tensor]) -> LearnedSurrogateLoss:
+    loss = create_loss(task, config)
+    if not isinstance(loss, LearnedSurrogateLoss):
+        raise ValueError(f"method {config.method!r} has no learned surrogate to save")
+    loss.load_state_dict(dict(state))
+    return loss.eval()
+
+
+def fidelity_pairs(task: Task, splits: Splits, config: PostTuneConfig, model: nn.Module, n_items: int = 256) -> Pairs:
+    """Held-out pairs from the validation split: model-free ones over the metric's range and the
+    model's own (perturbed) predictions."""
+    half = max(n_items // 2, 1)
+    generator = torch.Generator().manual_seed(4242)
+    global_pairs = GlobalSampler(task, splits.val, config.sampling, config.batch_size, generator).sample(half, nn.Identity())
+    local_pairs = LocalSampler(task, splits.val, config.sampling, config.batch_size, generator).sample(half, model)
+    return Pairs.cat([global_pairs, local_pairs])
+
+
+def log_surrogate(logger: TrialLogger, task: Task, config: PostTuneConfig, state: Mapping[str, torch.Tensor], *,
+                  checkpoint: BaseCheckpoint, splits: Splits | None = None, cache_dir: str | None = None) -> str:
+    """Log the surrogate as an MLflow PyTorch model and its fidelity scatter; returns the model URI.
+
+    The model is saved in MLflow's ``pt2`` format (``torch.export``: a traced graph, no pickle, no
+    need for this package to load it), with a dynamic batch dimension::
+
+        surrogate = mlflow.pytorch.load_model(model_uri)
+        estimates = surrogate(predictions, targets)   # the estimated metric, one value per item
+    """
+    import mlflow.pytorch
+    from mlflow.models import infer_signature
+
+    loss = build_surrogate(task, config, state)
+    splits = splits or task.load_splits(cache_dir)
+    with torch.no_grad():
+        pairs = fidelity_pairs(task, splits, config, checkpoint.build_model(task).eval())
+        estimates = loss.score(pairs.predictions, pairs.targets).float()
+    errors = pairs.errors.float()
+    rho = spearman(estimates, errors)
+    fig = plots.fidelity_scatter(errors.tolist(), estimates.tolist(), metric=task.metric_name, spearman=rho,
+                                 title=f"{config.method}, seed {config.seed}",
+                                 higher_is_better=task.metric.higher_is_better)
+    logger.log_figure(fig, "plots/fidelity_scatter.png")
+    plots.close(fig)
+    # Batch > 1 in the example, so that torch.export keeps the batch dimension dynamic.
+    example = (pairs.predictions[:4].float().cpu(), pairs.targets[:4].float().cpu())
+    signature = infer_signature({"predictions": example[0].numpy(), "targets": example[1].numpy()})
+    # Explicit requirements: inferring them would import the model in a subprocess (seconds each).
+    with use_tracking_uri(logger.tracking_uri):
+        info = mlflow.pytorch.log_model(loss.surrogate.cpu().eval(), name=MODEL_NAME, run_id=logger.run_id,
+                                        serialization_format="pt2", input_example=example, signature=signature,
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                        metadata={"task": task.name, "metric": task.metric_name,
+                                                  "method": config.method,
+                                                  "inputs": "surrogate(predictions, targets) -> estimated metric per item"})
+    logger.set_tags({"surrogate_model_uri": info.model_uri, "fidelity_spearman": f"{rho:.4f}"})
+    return info.model_uri
+
+
+@dataclass
+class TrackedComparison:
+    comparison: Comparison
+    parent_run_id: str
+    experiment: str
+    child_run_ids: dict[tuple[str, int], str]
+    tracking_uri: str
+
+
+def tracked_compare(checkpoint: BaseCheckpoint, base_config: dict[str, Any] | None = None, *,
+                    methods: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
+                    cache_dir: str | None = None, experiment: str | None = None, tracking_uri: str | None = None,
+                    comparison_id: str | None = None) -> TrackedComparison:
+    """:func:`surrogate_search.compare.compare`, recorded: a parent run (``run_kind=comparison``)
+    with one child per method and seed. The same ``comparison_id`` resumes into the same runs."""
+    uri = resolve_tracking_uri(tracking_uri)
+    task = checkpoint.build_task()
+    experiment = experiment or task_experiment_name(task)
+    comparison_id = comparison_id or f"compare-{uuid.uuid4().hex[:8]}"
+    parent = start_parent_run(experiment, comparison_id, kind="comparison", tracking_uri=uri,
+                              tags={"task": task.name, "metric": task.metric_name,
+                                    "higher_is_better": str(task.metric.higher_is_better),
+                                    "checkpoint": str(checkpoint.path or "")},
+                              params={"methods": ",".join(methods or ["default"]), "seeds": ",".join(map(str, seeds)),
+                                      **{f"base.{k}": v for k, v in (base_config or {}).items()}})
+    splits = task.load_splits(cache_dir)
+    recorded: dict[tuple[str, int], Recorded] = {}
+
+    def run(config: PostTuneConfig, ckpt: BaseCheckpoint) -> PostTuneResult:
+        tags = {**run_tags(task, config), "run_kind": "comparison_run"}
+        logger = trial_logger(parent, f"{config.method}-seed{config.seed}", params=config.flat(), tags=tags,
+                              tracking_uri=uri, run_name=f"{config.method} seed {config.seed}")
+        with logger:
+            recorded[(config.method, config.seed)] = tracked_posttune(config, ckpt, logger, splits=splits, log_model=False)
+        return recorded[(config.method, config.seed)].result
+
+    try:
+        result = compare(checkpoint, base_config, methods=methods, seeds=seeds, cache_dir=cache_dir, run=run)
+        _record_comparison(uri, parent, task, checkpoint, splits, result, recorded)
+    except Exception:
+        finish_run(parent, "FAILED", tracking_uri=uri)
+        raise
+    except BaseException:  # Ctrl-C
+        finish_run(parent, "KILLED", tracking_uri=uri)
+        raise
+    finish_run(parent, "FINISHED", tracking_uri=uri)
+    return TrackedComparison(result, parent, experiment, {k: r.run_id for k, r in recorded.items()}, uri)
+
+
+def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckpoint, splits: Splits,
+                       result: Comparison, recorded: dict[tuple[str, int], Recorded]) -> None:
+    logger = TrialLogger(uri, parent)
+    metric, higher = result.metric, result.higher_is_better
+    summary: dict[str, float] = {"base_test": result.base_test}
+    for row in result.rows():
+        summary.update({f"{row['method']}/test_mean": row["mean"], f"{row['method']}/test_std": row["std"],
+                        f"{row['method']}/vs_proxy_pct": row["vs_proxy_pct"]})
+    logger.log(summary, step=0)
+    logger.log_dict(result.config, "config.yaml")
+    logger.log_text(result.table() + "\n", "comparison.txt")
+    logger.log_dict({"task": result.task, "metric": metric, "higher_is_better": higher, "base_test": result.base_test,
+                     "rows": result.rows()}, "comparison.json")
+    curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+    for (method, _seed), rec in recorded.items():
+        curves.setdefault(method, []).append(_curve(rec.result, metric))
+    fig = plots.posttune_curves(curves, metric=metric, higher_is_better=higher, title=f"{result.task}: post-tuning curves")
+    logger.log_figure(fig, "plots/posttune_curves.png")
+    plots.close(fig)
+    fig = plots.comparison_bars({s.method: s.values for s in result.summaries}, metric=metric, higher_is_better=higher,
+                                base=result.base_test, title=f"{result.task}: test {metric}, mean ± std over seeds")
+    logger.log_figure(fig, "plots/comparison_bars.png")
+    plots.close(fig)
+
+    learned = [(key, rec) for key, rec in recorded.items() if rec.surrogate_state is not None]
+    if learned:
+        sign = 1.0 if higher else -1.0
+        (method, seed), best = max(learned, key=lambda item: sign * item[1].result.val[metric])
+        config = PostTuneConfig.from_dict({**result.config, "method": method, "seed": seed})
+        model_uri = log_surrogate(TrialLogger(uri, best.run_id, parent), task, config, best.surrogate_state or {},
+                                  checkpoint=checkpoint, splits=splits)
+        logger.set_tags({"best_surrogate_run_id": best.run_id, "best_surrogate_model_uri": model_uri,
+                         "best_surrogate": f"{method} seed {seed}"})
+    client(uri).set_tag(parent, "mlflow.note.content", "```\n" + result.table() + "\n```")

@@ -1,0 +1,125 @@
+"""The comparison table, read back from MLflow: method, test metric mean ± std over seeds, relative
+change against proxy continuation, number of seeds. Text for people; markdown, csv, json for
+machines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from surrogate_search.tracking.runs import KIND_TAG, PARENT_TAG
+from surrogate_search.tracking.store import client, resolve_tracking_uri
+
+FORMATS = ("text", "markdown", "csv", "json")
+
+
+@dataclass
+class ReportRow:
+    method: str
+    mean: float
+    std: float
+    vs_proxy_pct: float
+    seeds: int
+
+
+@dataclass
+class Report:
+    experiment: str
+    comparison_run_id: str
+    comparison: str
+    metric: str
+    higher_is_better: bool
+    base_test: float | None
+    rows: list[ReportRow]
+    failed_runs: int
+
+    def render(self, fmt: str = "text") -> str:
+        if fmt not in FORMATS:
+            raise ValueError(f"report format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        return getattr(self, f"_{fmt}")()
+
+    def _change(self, row: ReportRow) -> str:
+        return "—" if row.method == "proxy" or math.isnan(row.vs_proxy_pct) else f"{row.vs_proxy_pct:+.1f}%"
+
+    def _text(self) -> str:
+        direction = "higher is better" if self.higher_is_better else "lower is better"
+        lines = [f"{self.experiment}: test {self.metric} ({direction}), comparison {self.comparison} "
+                 f"(run {self.comparison_run_id}); mean ± std over seeds",
+                 f"{'method':16s} {'test ' + self.metric:>22s} {'vs proxy':>9s} {'seeds':>5s}"]
+        if self.base_test is not None:
+            lines.append(f"{'base (no tuning)':16s} {self.base_test:>22.4f}")
+        lines += [f"{r.method:16s} {r.mean:>13.4f} ± {r.std:<6.4f} {self._change(r):>9s} {r.seeds:>5d}" for r in self.rows]
+        if self.failed_runs:
+            lines.append(f"({self.failed_runs} run(s) did not finish and are left out)")
+        return "\n".join(lines)
+
+    def _markdown(self) -> str:
+        lines = [f"| method | test {self.metric} (mean ± std) | vs proxy | seeds |", "|---|---|---|---|"]
+        lines += [f"| {r.method} | {r.mean:.4f} ± {r.std:.4f} | {self._change(r)} | {r.seeds} |" for r in self.rows]
+        return "\n".join(lines)
+
+    def _csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=["method", "mean", "std", "vs_proxy_pct", "seeds"], lineterminator="\n")
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow({**asdict(r), "mean": repr(r.mean), "std": repr(r.std), "vs_proxy_pct": repr(r.vs_proxy_pct)})
+        return out.getvalue().rstrip("\n")
+
+    def _json(self) -> str:
+        data = asdict(self)
+        for row in data["rows"]:
+            if math.isnan(row["vs_proxy_pct"]):
+                row["vs_proxy_pct"] = None
+        return json.dumps(data, indent=2)
+
+
+def comparison_report(experiment: str, *, run_id: str | None = None, tracking_uri: str | None = None) -> Report:
+    """The table of comparison ``run_id`` (default: the latest finished comparison in ``experiment``)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    found = client(uri).get_experiment_by_name(experiment)
+    if found is None:
+        known = sorted(e.name for e in client(uri).search_experiments())
+        raise ValueError(f"no MLflow experiment {experiment!r} in {uri}; experiments there: {', '.join(known) or 'none'}")
+    mlflow_client = client(uri)
+    if run_id is None:
+        parents = mlflow_client.search_runs([found.experiment_id], filter_string=f"tags.{KIND_TAG} = 'comparison' and attributes.status = 'FINISHED'",
+                                            order_by=["attributes.start_time DESC"], max_results=1)
+        if not parents:
+            raise ValueError(f"experiment {experiment!r} holds no finished comparison run; run `surrogate-search compare` first")
+        parent = parents[0]
+    else:
+        parent = mlflow_client.get_run(run_id)
+        if parent.info.experiment_id != found.experiment_id:
+            raise ValueError(f"run {run_id} belongs to another experiment than {experiment!r}")
+    children = mlflow_client.search_runs([found.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+                                         order_by=["attributes.start_time ASC"])
+    tags = parent.data.tags
+    metric = tags.get("metric", "")
+    values: dict[str, list[float]] = {}
+    failed = 0
+    for child in children:
+        key = child.data.tags.get("test_metric", f"test/{metric}")
+        if child.info.status != "FINISHED" or key not in child.data.metrics:
+            failed += 1
+            continue
+        values.setdefault(child.data.tags.get("method", "?"), []).append(child.data.metrics[key])
+    order = sorted(values, key=lambda m: m != "proxy")  # the control first, then in run order
+    control = statistics.fmean(values["proxy"]) if "proxy" in values else math.nan
+    rows = []
+    for method in order:
+        mean = statistics.fmean(values[method])
+        std = statistics.stdev(values[method]) if len(values[method]) > 1 else 0.0
+        change = 100.0 * (mean - control) / abs(control) if control and not math.isnan(control) else math.nan
+        rows.append(ReportRow(method, mean, std, change, len(values[method])))
+    return Report(experiment, parent.info.run_id, tags.get("search_id", ""), metric,
+                  tags.get("higher_is_better", "True") == "True", parent.data.metrics.get("base_test"), rows, failed)
+
+
+def report_as_dict(report: Report) -> dict[str, Any]:
+    return json.loads(report.render("json"))

@@ -1,0 +1,281 @@
+"""Parent and child runs that survive a resume.
+
+A parent run (a search, or a comparison) is found again by its ``search_id`` tag, a child run by
+its ``trial_key`` tag under that parent, so a resumed sweep writes into the runs it started instead
+of duplicating them; children an interrupted sweep left ``RUNNING`` are closed as ``KILLED`` when
+the sweep resumes (and reopened if their trial runs again).
+
+Everything a worker needs is a tracking URI string and run ids, so a :class:`TrialLogger` pickles
+and can be built or shipped to a Ray worker on another node.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from surrogate_search.tracking.store import client, experiment_id, git_commit, resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+
+PARENT_TAG = "mlflow.parentRunId"
+KIND_TAG = "run_kind"
+"""``search``, ``comparison``, ``trial`` or ``posttune``."""
+SEARCH_TAG = "search_id"
+TRIAL_TAG = "trial_key"
+ERROR_TAG = "error"
+GIT_TAG = "mlflow.source.git.commit"
+
+_SECRET = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential)", re.IGNORECASE)
+_MAX_TAG = 5000  # MLflow's limit on a tag value is 8000 characters; keep the end of long errors
+
+
+def _quote(value: str) -> str:
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Parameters as MLflow stores them (flat, strings); keys that look like credentials are left out."""
+    return {str(k): str(v) for k, v in flatten(params).items() if not _SECRET.search(str(k))}
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys: ``{"surrogate": {"width": 8}}`` -> ``{"surrogate.width": 8}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _find(mlflow_client: MlflowClient, experiment: str, filters: dict[str, str]) -> list[Any]:
+    filter_string = " and ".join(f"tags.`{k}` = {_quote(v)}" for k, v in filters.items())
+    return mlflow_client.search_runs([experiment], filter_string=filter_string, run_view_type=ViewType.ACTIVE_ONLY,
+                                     order_by=["attributes.start_time ASC"])
+
+
+def start_parent_run(experiment: str, key: str, *, kind: str, params: Mapping[str, Any] | None = None,
+                     tags: Mapping[str, Any] | None = None, tracking_uri: str | None = None,
+                     run_name: str | None = None) -> str:
+    """Start (or, with a ``key`` seen before, resume) the parent run of a search or comparison and
+    return its id. Resuming closes children the interrupted sweep left RUNNING as KILLED."""
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow_client = client(uri)
+    exp = experiment_id(uri, experiment)
+    found = _find(mlflow_client, exp, {KIND_TAG: kind, SEARCH_TAG: key})
+    if found:
+        run_id = found[-1].info.run_id
+        mlflow_client.update_run(run_id, status="RUNNING")
+        closed = close_stale_runs(run_id, tracking_uri=uri)
+        log.info("resuming %s run %s (%s); closed %d interrupted child run(s)", kind, key, run_id, len(closed))
+    else:
+        all_tags = {KIND_TAG: kind, SEARCH_TAG: key, GIT_TAG: git_commit(), **{k: str(v) for k, v in (tags or {}).items()}}
+        run_id = mlflow_client.create_run(exp, tags=all_tags, run_name=run_name or key).info.run_id
+    if params:
+        _log_params(mlflow_client, run_id, params)
+    return run_id
+
+
+def start_search_run(experiment: str, search_id: str, params: Mapping[str, Any] | None = None, *,
+                     tags: Mapping[str, Any] | None = None, tracking_uri: str | None = None) -> str:
+    """The parent run of a Tune search: one per ``search_id``, reused when the search resumes."""
+    return start_parent_run(experiment, search_id, kind="search", params=params, tags=tags, tracking_uri=tracking_uri)
+
+
+def finish_run(run_id: str, status: str = "FINISHED", *, tracking_uri: str | None = None) -> None:
+    """Close a parent run; any child still RUNNING is closed as KILLED."""
+    uri = resolve_tracking_uri(tracking_uri)
+    close_stale_runs(run_id, tracking_uri=uri)
+    client(uri).set_terminated(run_id, status=_status(status))
+
+
+def close_stale_runs(parent_run_id: str, status: str = "KILLED", *, tracking_uri: str | None = None) -> list[str]:
+    """Close the children of ``parent_run_id`` still marked RUNNING (left so by a crash or an
+    interrupted sweep); returns their ids."""
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow_client = client(uri)
+    parent = mlflow_client.get_run(parent_run_id)
+    stale = [r for r in _find(mlflow_client, parent.info.experiment_id, {PARENT_TAG: parent_run_id})
+             if r.info.status == "RUNNING"]
+    for run in stale:
+        mlflow_client.set_tag(run.info.run_id, "interrupted", "true")
+        mlflow_client.set_terminated(run.info.run_id, status=_status(status))
+    return [r.info.run_id for r in stale]
+
+
+def _status(status: str) -> str:
+    name = status.upper()
+    if name not in ("FINISHED", "FAILED", "KILLED", "RUNNING", "SCHEDULED"):
+        raise ValueError(f"run status must be FINISHED, FAILED or KILLED, got {status!r}")
+    RunStatus.from_string(name)
+    return name
+
+
+def _log_params(mlflow_client: MlflowClient, run_id: str, params: Mapping[str, Any]) -> None:
+    existing = mlflow_client.get_run(run_id).data.params
+    new = {k: v for k, v in safe_params(params).items() if k not in existing}
+    changed = {k: (existing[k], v) for k, v in safe_params(params).items() if k in existing and existing[k] != v}
+    if changed:
+        raise ValueError(f"run {run_id} was started with other parameters: "
+                         + ", ".join(f"{k}={old!r} (now {v!r})" for k, (old, v) in sorted(changed.items())))
+    items = [Param(k, v) for k, v in new.items()]
+    for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        mlflow_client.log_batch(run_id, params=items[i:i + 100])
+
+
+class TrialLogger:
+    """Records one trial (or one method x seed of a comparison) as a child run.
+
+    Picklable (a URI and run ids); use it as a context manager so that an exception marks the run
+    FAILED with its error, or call :meth:`finish` yourself."""
+
+    def __init__(self, tracking_uri: str, run_id: str, parent_run_id: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self.parent_run_id = parent_run_id
+        self._client: MlflowClient | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "parent_run_id": self.parent_run_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = client(self.tracking_uri)
+        return self._client
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        """Metrics at one evaluation step; NaN and non-numbers are left out."""
+        timestamp = _now_ms()
+        items = [Metric(k, float(v), timestamp, int(step)) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        _log_params(self.client, self.run_id, params)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def report_hook(self, objective: str | None = None,
+                    then: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None
+                    ) -> Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]:
+        """A ``WorkerContext.report`` that logs each evaluation (``objective`` copies that metric
+        under the name ``objective``) and then calls ``then`` (e.g. Ray Train's reporting)."""
+
+        def report(metrics: dict[str, float], state_fn: Callable[[], dict[str, Any]]) -> None:
+            row = {k: v for k, v in metrics.items() if k != "step"}
+            if objective is not None and objective in metrics:
+                row["objective"] = metrics[objective]
+            self.log(row, step=int(metrics.get("step", 0)))
+            if then is not None:
+                then(metrics, state_fn)
+
+        return report
+
+    def finish(self, status: str = "FINISHED", error: BaseException | str | None = None) -> None:
+        """Close the run; a failed run keeps its error as the ``error`` tag and ``error.txt``."""
+        if error is not None:
+            text = error if isinstance(error, str) else "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            summary = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+            self.client.set_tag(self.run_id, ERROR_TAG, summary[-_MAX_TAG:])
+            self.client.log_text(self.run_id, text, "error.txt")
+        self.client.set_terminated(self.run_id, status=_status(status))
+
+    def __enter__(self) -> TrialLogger:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.finish("FINISHED")
+        elif isinstance(exc, KeyboardInterrupt):
+            self.finish("KILLED", exc)
+        else:
+            self.finish("FAILED", exc)
+
+
+class NullLogger(TrialLogger):
+    """What ranks other than 0 get: every call does nothing, so a trial is one run, not N."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__("", "", None)
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None: ...
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+    def log_dict(self, obj: Any, artifact_file: str) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_figure(self, figure: Any, artifact_file: str) -> None: ...
+    def finish(self, status: str = "FINISHED", error: BaseException | str | None = None) -> None: ...
+
+
+def trial_logger(parent_run_id: str, trial_key: str, params: Mapping[str, Any] | None = None,
+                 tags: Mapping[str, Any] | None = None, *, tracking_uri: str | None = None, rank: int = 0,
+                 run_name: str | None = None) -> TrialLogger:
+    """The child run of ``parent_run_id`` for ``trial_key``: created on first call, reopened
+    (status RUNNING again) when the same key comes back after a resume. Ranks other than 0 get a
+    :class:`NullLogger`. Pass ``tracking_uri`` as resolved on the driver (Tune moves workers'
+    working directories)."""
+    if rank != 0:
+        return NullLogger()
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow_client = client(uri)
+    parent = mlflow_client.get_run(parent_run_id)
+    found = _find(mlflow_client, parent.info.experiment_id, {PARENT_TAG: parent_run_id, TRIAL_TAG: trial_key})
+    if found:
+        run_id = found[0].info.run_id
+        mlflow_client.update_run(run_id, status="RUNNING")
+        mlflow_client.set_tag(run_id, "resumed", "true")
+        if ERROR_TAG in found[0].data.tags:  # the error of an earlier attempt no longer describes the run
+            mlflow_client.delete_tag(run_id, ERROR_TAG)
+    else:
+        all_tags = {PARENT_TAG: parent_run_id, KIND_TAG: "trial", TRIAL_TAG: trial_key, GIT_TAG: git_commit(),
+                    SEARCH_TAG: parent.data.tags.get(SEARCH_TAG, ""),
+                    **{k: str(v) for k, v in (tags or {}).items()}}
+        run_id = mlflow_client.create_run(parent.info.experiment_id, tags=all_tags, run_name=run_name or trial_key).info.run_id
+    trial = TrialLogger(uri, run_id, parent_run_id)
+    if params:
+        trial.log_params(params)
+    return trial
+
+
+def start_run(experiment: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None, *,
+              kind: str = "posttune", tracking_uri: str | None = None, run_name: str | None = None) -> TrialLogger:
+    """A top-level run (one post-tuning started on its own) as a :class:`TrialLogger`."""
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow_client = client(uri)
+    all_tags = {KIND_TAG: kind, GIT_TAG: git_commit(), **{k: str(v) for k, v in (tags or {}).items()}}
+    run_id = mlflow_client.create_run(experiment_id(uri, experiment), tags=all_tags, run_name=run_name).info.run_id
+    run = TrialLogger(uri, run_id)
+    if params:
+        run.log_params(params)
+    return run
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

@@ -1,0 +1,122 @@
+"""The MLflow UI shows the comparison: `surrogate-search ui`, and headless Chromium on the pages a
+user opens (the experiment's runs, and the compare view of the comparison's child runs).
+
+Screenshots are kept under tests/artifacts/ (ignored by git); their paths are printed."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from surrogate_search.tracking import finish_run, start_parent_run, start_run, trial_logger
+from surrogate_search.tracking.ui import compare_url
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def chromium() -> str:
+    """The headless browser; installed with apt-get when missing, else the test is skipped with the reason."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    print("chromium not found: trying `apt-get install -y chromium`")
+    for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.SubprocessError) as exc:
+            done = None
+            reason = f"{' '.join(command)} could not run: {exc}"
+        if done is not None and done.returncode == 0 and shutil.which("chromium"):
+            return shutil.which("chromium")  # type: ignore[return-value]
+        if done is not None:
+            reason = f"{' '.join(command)} failed with code {done.returncode}: {done.stderr.strip()[-300:]}"
+    message = f"no headless Chromium for the browser test ({reason})"
+    print(message)
+    pytest.skip(message)
+
+
+def open_page(browser: str, url: str, screenshot: Path) -> str:
+    """Load ``url`` (a single-page app: let it run 20 s of virtual time), save a screenshot, return the
+    page's visible text."""
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
+                           "--virtual-time-budget=20000", f"--screenshot={screenshot}", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    print(f"screenshot of {url}: {screenshot}")
+    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", done.stdout, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+
+
+@pytest.mark.slow
+def test_browser_shows_the_comparison_runs(smoke_comparison, mlflow_server) -> None:
+    browser = chromium()
+    children = smoke_comparison.children
+    search = urllib.parse.quote("tags.search_id = 'smoke-compare'")
+    experiment_page = f"{mlflow_server.uri}/#/experiments/{smoke_comparison.experiment_id}/runs?searchFilter={search}"
+    text = open_page(browser, experiment_page, ARTIFACTS / "mlflow_experiment_runs.png")
+    assert "imbalanced_tabular_breast_cancer" in text and "Training runs" in text
+    assert "smoke-compare" in text  # the comparison's parent run, its children folded under it
+    assert f"{len(children) + 1} matching runs" in text
+    assert (ARTIFACTS / "mlflow_experiment_runs.png").read_bytes()[:4] == b"\x89PNG"
+
+    text = open_page(browser, compare_url(mlflow_server.uri, smoke_comparison.experiment_id,
+                                          [c.info.run_id for c in children]),
+                     ARTIFACTS / "mlflow_compare_runs.png")
+    assert f"Comparing {len(children)} Runs" in text
+    for child in children:
+        assert child.info.run_name in text and child.info.run_id in text
+    assert "test/f1" in text and "surrogate.encoder" in text
+
+
+@pytest.mark.slow
+def test_ui_command_serves_the_local_store_on_localhost(tmp_path) -> None:
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start_run("ui-smoke", {"lr": 0.1}, tracking_uri=store, run_name="ui smoke run").finish()
+    parent = start_parent_run("ui-smoke", "compare-ui", kind="comparison", tracking_uri=store)
+    children = [trial_logger(parent, f"{m}-seed0", tracking_uri=store) for m in ("proxy", "relational")]
+    for child in children:
+        child.finish()
+    finish_run(parent, tracking_uri=store)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen([sys.executable, "-m", "surrogate_search.cli", "ui", "--port", str(port),
+                                "--tracking-uri", store, "--experiment", "ui-smoke"], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not any("Ctrl-C" in line for line in lines):
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            if not line:
+                break
+            lines.append(line)
+        out = "".join(lines)
+        assert f"MLflow UI: http://127.0.0.1:{port}" in out, out[-3000:]
+        assert f"experiment ui-smoke: http://127.0.0.1:{port}/#/experiments/" in out
+        compare_line = next(line for line in lines if line.startswith("compare view of comparison compare-ui (2 runs): "))
+        assert all(child.run_id in urllib.parse.unquote(compare_line) for child in children)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
