@@ -76,14 +76,29 @@ def load_config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from surrogate_search.compare import compare, ensure_base_checkpoint
+    from surrogate_search.compare import compare, ensure_base_checkpoint, merge_config
     from surrogate_search.tasks import get_task
 
-    task = get_task(args.task, seed=args.data_seed, **parse_options(args.option))
-    checkpoint = ensure_base_checkpoint(task, args.checkpoint, cache_dir=args.cache_dir)
+    overrides = load_config_overrides(args)
+    task_name, options, data_seed, checkpoint_path = args.task, parse_options(args.option), args.data_seed, args.checkpoint
+    if args.from_search:
+        # The best trial's settings, task and base checkpoint; --task/--option/--checkpoint/--set still win.
+        from surrogate_search.search.tune import load_best_config
+
+        best = load_best_config(args.from_search)
+        task_name = task_name or best["task"]["name"]
+        options = {**(best["task"].get("options") or {}), **options}
+        data_seed = best["task"].get("seed", data_seed) if args.data_seed is None else data_seed
+        checkpoint_path = checkpoint_path or best.get("checkpoint")
+        overrides = merge_config(best["posttune"], overrides)
+        print(f"best configuration of search {best.get('search')} (trial {best.get('trial')}, "
+              f"{best['objective']['metric']} {best['objective']['value']:.4f})")
+    if not task_name:
+        raise ValueError("compare needs --task, or --from-search with a search's folder or best_config.yaml")
+    task = get_task(task_name, seed=data_seed or 0, **options)
+    checkpoint = ensure_base_checkpoint(task, checkpoint_path, cache_dir=args.cache_dir)
     methods = args.methods.split(",") if args.methods else None
-    result = compare(checkpoint, load_config_overrides(args), methods=methods, seeds=range(args.seeds),
-                     cache_dir=args.cache_dir)
+    result = compare(checkpoint, overrides, methods=methods, seeds=range(args.seeds), cache_dir=args.cache_dir)
     print(result.table())
     return 0
 
@@ -104,10 +119,22 @@ def cmd_posttune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_task_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="registered task name (see `surrogate-search tasks`)")
+def cmd_search(args: argparse.Namespace) -> int:
+    from surrogate_search.search import load_space
+
+    # The space is validated before Ray is imported, so a typo costs no cluster time.
+    spec = load_space(args.space, overrides=parse_options(args.set))
+    from surrogate_search.search.tune import run_search
+
+    outcome = run_search(spec, storage=args.storage, resume=args.resume, address=args.address,
+                         num_cpus=args.num_cpus, cache_dir=args.cache_dir, seed=args.seed)
+    return 0 if outcome.best_value is not None else 1
+
+
+def _add_task_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--task", required=required, help="registered task name (see `surrogate-search tasks`)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. dataset=digits")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the task's data splits")
+    p.add_argument("--data-seed", type=int, default=0 if required else None, help="seed of the task's data splits")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
 
 
@@ -145,11 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_posttune)
 
     p = sub.add_parser("compare", help="learned surrogates vs proxy continuation vs AnyLoss, same budget, several seeds")
-    _add_task_arguments(p)
+    _add_task_arguments(p, required=False)
     _add_posttune_arguments(p)
+    p.add_argument("--from-search", default=None, metavar="DIR_OR_FILE",
+                   help="use a search's best configuration (its folder or best_config.yaml): task, checkpoint, settings")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply to the task)")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("search", help="search post-tuning settings with Ray Tune + Optuna (local Ray, or a cluster)")
+    p.add_argument("space", help="search space YAML, e.g. search_spaces/tabular_f1_smoke.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the space file, e.g. budget.trials=4 or posttune.steps=20")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search in --storage")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to run on (default: RAY_ADDRESS, else Ray started in this process)")
+    p.add_argument("--storage", default="runs/search", help="folder of searches; this one goes to STORAGE/<space name>")
+    p.add_argument("--num-cpus", type=int, default=None, help="local mode: logical CPUs Ray may use (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
+    p.set_defaults(func=cmd_search)
     return parser
 
 
@@ -159,10 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stdout)
     from surrogate_search.checkpoint import CheckpointError
     from surrogate_search.registry import UnknownNameError
+    from surrogate_search.search.space import SpaceError
 
     try:
         return args.func(args)
-    except (UnknownNameError, CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (UnknownNameError, CheckpointError, SpaceError, ValueError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
