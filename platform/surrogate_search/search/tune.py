@@ -217,10 +217,6 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
                               f"or --storage to start a new one elsewhere")
     search_dir.mkdir(parents=True, exist_ok=True)
 
-    task = get_task(spec.task, seed=spec.task_seed, **spec.task_options)
-    checkpoint = ensure_base_checkpoint(task, spec.checkpoint, cache_dir=cache_dir,
-                                        pretrain_if_missing=spec.pretrain_if_missing)
-
     address = address or os.environ.get("RAY_ADDRESS")
     started_ray = False
     if not ray.is_initialized():
@@ -231,11 +227,16 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
 
             ray.init(address=address, runtime_env={"py_modules": [str(Path(surrogate_search.__file__).parent)]})
         else:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+            # The dashboard serves the State API, through which Ray Train removes the placement
+            # group of a run whose trial ASHA stopped; without it those CPUs stay held.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
         started_ray = True
     try:
         plan = plan_resources(spec, ray.cluster_resources())
         print(f"resources: {plan.describe()}", flush=True)
+        task = get_task(spec.task, seed=spec.task_seed, **spec.task_options)
+        checkpoint = ensure_base_checkpoint(task, spec.checkpoint, cache_dir=cache_dir,
+                                            pretrain_if_missing=spec.pretrain_if_missing)
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study, rdb = open_study(spec, search_dir)
@@ -271,9 +272,11 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
                                  points_to_evaluate=points)
     asha, fifo = schedulers
     s = spec.budget.scheduler
-    # One training_iteration per evaluation, plus the final row.
+    # One training_iteration per evaluation, plus the final row. max_t lies one past the final row:
+    # ASHA must never be the one that ends a trial which is finishing anyway, since a stopped
+    # trial's Ray Train run is torn down from outside instead of returning.
     reports = math.ceil(spec.trial_config({}).steps / spec.trial_config({}).eval_every) + 1
-    scheduler = (asha(time_attr="training_iteration", max_t=reports, grace_period=min(s.grace_period, reports),
+    scheduler = (asha(time_attr="training_iteration", max_t=reports + 1, grace_period=min(s.grace_period, reports),
                       reduction_factor=s.reduction_factor) if s.type == "asha" else fifo())
     restarts = sum(1 for p in search_dir.glob("tune_*") if p.is_dir())
     trainable = tune.with_parameters(trial_trainable, spec=spec, checkpoint=checkpoint,
