@@ -13,17 +13,23 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# Set when this conftest is imported, before any test module imports Ray: Ray reads its
+# authentication mode once per process, so a token set later would not be used by this process.
+_SAVED = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "PYTHONPATH")}
+_TOKEN = secrets.token_hex(32)
+os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=_TOKEN)
+os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+# Ray workers must import this checkout's code, whatever the venv's editable install points at.
+_PLATFORM_DIR = str(REPO_ROOT / "platform")
+if _PLATFORM_DIR not in (os.environ.get("PYTHONPATH") or "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_PLATFORM_DIR, os.environ.get("PYTHONPATH")) if p)
+
+
 @pytest.fixture(scope="session")
 def ray_token() -> Iterator[str]:
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "PYTHONPATH")}
-    token = secrets.token_hex(32)
-    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
-    os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
-    # Ray workers must import this checkout's code, whatever the venv's editable install points at.
-    platform_dir = str(REPO_ROOT / "platform")
-    if platform_dir not in (os.environ.get("PYTHONPATH") or "").split(os.pathsep):
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (platform_dir, os.environ.get("PYTHONPATH")) if p)
-    yield token
+    saved = _SAVED
+    assert os.environ["RAY_AUTH_MODE"] == "token"
+    yield _TOKEN
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)

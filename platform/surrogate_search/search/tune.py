@@ -116,7 +116,12 @@ def _searcher_class() -> type:
                              and trial_id not in self._completed_trials and not result.get(FINAL_KEY))
             if not stopped_early:
                 return super().on_trial_complete(trial_id, result=result, error=error)
-            self._ot_study.tell(self._ot_trials[trial_id], state=TrialState.PRUNED)
+            ot_trial = self._ot_trials[trial_id]
+            # The result that made the scheduler stop the trial never reaches on_trial_result;
+            # report it, so that TPE ranks the pruned trial by how far it got and how well.
+            if result.get(self.metric) is not None:
+                ot_trial.report(result[self.metric], int(result.get("training_iteration", 0)))
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
             self._completed_trials.add(trial_id)
 
     return PrunedAwareOptunaSearch
