@@ -44,6 +44,9 @@ def stop(process: subprocess.Popen) -> None:
 @pytest.fixture
 def two_node_cluster(ray_token: str) -> Iterator[dict]:
     temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths have a length limit
+    # Each node its own temp dir, as on separate machines: nodes sharing one would share (and
+    # garbage-collect) each other's runtime_resources, the job's working_dir included.
+    temp2 = tempfile.mkdtemp(prefix="rs", dir="/tmp")
     port, dashboard = free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token}
     common = ["--block", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
@@ -66,7 +69,8 @@ def two_node_cluster(ray_token: str) -> Iterator[dict]:
                     except Exception:
                         time.sleep(2)
                         continue
-                    started.append(subprocess.Popen([RAY, "start", f"--address=127.0.0.1:{port}", *common], env=env,
+                    started.append(subprocess.Popen([RAY, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={temp2}",
+                                                     *common], env=env,
                                                     stdout=log, stderr=log, start_new_session=True))
                 nodes = [n for n in list_nodes(address=address) if n.state == "ALIVE"]
                 if len(nodes) == 2:
@@ -78,6 +82,7 @@ def two_node_cluster(ray_token: str) -> Iterator[dict]:
         for process in reversed(started):
             stop(process)
         shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(temp2, ignore_errors=True)
 
 
 @pytest.mark.slow
