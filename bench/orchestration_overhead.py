@@ -4,7 +4,7 @@ Both run the same N smoke trials one at a time: the same space, the same TPE see
 post-tuning function (in-process, one worker, so only the orchestration differs). Prints both
 wall times and their ratio; the goal is a ratio <= 1.1.
 
-    PYTHONPATH=platform python bench/orchestration_overhead.py --trials 6 --steps 40
+    PYTHONPATH=platform python bench/orchestration_overhead.py --trials 6 --steps 240
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT / "platform
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=40, help="post-tuning steps per trial (~10 s at 40 here)")
+    parser.add_argument("--steps", type=int, default=240, help="post-tuning steps per trial (~10 s here)")
     parser.add_argument("--space", default=str(REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"))
     args = parser.parse_args()
 
@@ -81,7 +81,7 @@ def main() -> None:
     searcher = ConcurrencyLimiter(OptunaSearch(space=spec.suggest, metric=metric, mode=mode,
                                                sampler=optuna.samplers.TPESampler(seed=0)), max_concurrent=1)
     tuner = tune.Tuner(tune.with_resources(trainable, {"CPU": 1}),
-                       tune_config=tune.TuneConfig(search_alg=searcher, num_samples=args.trials),
+                       tune_config=tune.TuneConfig(search_alg=searcher, num_samples=args.trials, reuse_actors=True),
                        run_config=tune.RunConfig(storage_path=str(work / "tune"), verbose=0))
     started = time.perf_counter()
     results = tuner.fit()
