@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -87,21 +89,36 @@ def _tracking_uri(args: argparse.Namespace) -> str | None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from surrogate_search.compare import compare, ensure_base_checkpoint
+    from surrogate_search.compare import compare, ensure_base_checkpoint, merge_config
     from surrogate_search.tasks import get_task
 
-    task = get_task(args.task, seed=args.data_seed, **parse_options(args.option))
+    overrides = load_config_overrides(args)
+    task_name, options, data_seed, checkpoint_path = args.task, parse_options(args.option), args.data_seed, args.checkpoint
+    if args.from_search:
+        # The best trial's settings, task and base checkpoint; --task/--option/--checkpoint/--set still win.
+        from surrogate_search.search.tune import load_best_config
+
+        best = load_best_config(args.from_search)
+        task_name = task_name or best["task"]["name"]
+        options = {**(best["task"].get("options") or {}), **options}
+        data_seed = best["task"].get("seed", data_seed) if args.data_seed is None else data_seed
+        checkpoint_path = checkpoint_path or best.get("checkpoint")
+        overrides = merge_config(best["posttune"], overrides)
+        print(f"best configuration of search {best.get('search')} (trial {best.get('trial')}, "
+              f"{best['objective']['metric']} {best['objective']['value']:.4f})")
+    if not task_name:
+        raise ValueError("compare needs --task, or --from-search with a search's folder or best_config.yaml")
+    task = get_task(task_name, seed=data_seed or 0, **options)
     uri = _tracking_uri(args)
-    checkpoint = ensure_base_checkpoint(task, args.checkpoint, cache_dir=args.cache_dir)
+    checkpoint = ensure_base_checkpoint(task, checkpoint_path, cache_dir=args.cache_dir)
     methods = args.methods.split(",") if args.methods else None
     if uri is None:
-        result = compare(checkpoint, load_config_overrides(args), methods=methods, seeds=range(args.seeds),
-                         cache_dir=args.cache_dir)
+        result = compare(checkpoint, overrides, methods=methods, seeds=range(args.seeds), cache_dir=args.cache_dir)
         print(result.table())
         return 0
     from surrogate_search.tracking import tracked_compare
 
-    tracked = tracked_compare(checkpoint, load_config_overrides(args), methods=methods, seeds=range(args.seeds),
+    tracked = tracked_compare(checkpoint, overrides, methods=methods, seeds=range(args.seeds),
                               cache_dir=args.cache_dir, experiment=args.experiment, tracking_uri=uri,
                               comparison_id=args.comparison_id)
     print(tracked.comparison.table())
@@ -166,10 +183,24 @@ def _check_local_store(uri: str) -> None:
     check_tracking_store(uri)
 
 
-def _add_task_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="registered task name (see `surrogate-search tasks`)")
+def cmd_search(args: argparse.Namespace) -> int:
+    from surrogate_search.search import load_space
+
+    # The space is validated before Ray is imported, so a typo costs no cluster time.
+    spec = load_space(args.space, overrides=parse_options(args.set))
+    uri = _tracking_uri(args)
+    from surrogate_search.search.tune import run_search
+
+    outcome = run_search(spec, storage=args.storage, resume=args.resume, address=args.address,
+                         num_cpus=args.num_cpus, cache_dir=args.cache_dir, seed=args.seed,
+                         tracking_uri=uri, experiment=args.experiment)
+    return 0 if outcome.best_value is not None else 1
+
+
+def _add_task_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--task", required=required, help="registered task name (see `surrogate-search tasks`)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. dataset=digits")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the task's data splits")
+    p.add_argument("--data-seed", type=int, default=0 if required else None, help="seed of the task's data splits")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
 
 
@@ -219,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_posttune)
 
     p = sub.add_parser("compare", help="learned surrogates vs proxy continuation vs AnyLoss, same budget, several seeds")
-    _add_task_arguments(p)
+    _add_task_arguments(p, required=False)
     _add_posttune_arguments(p)
+    p.add_argument("--from-search", default=None, metavar="DIR_OR_FILE",
+                   help="use a search's best configuration (its folder or best_config.yaml): task, checkpoint, settings")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method")
     p.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply to the task)")
     _add_tracking_arguments(p)
@@ -240,6 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default=None, help="also print the address of this experiment's page")
     _add_tracking_arguments(p, recording=False)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("search", help="search post-tuning settings with Ray Tune + Optuna (local Ray, or a cluster)")
+    p.add_argument("space", help="search space YAML, e.g. search_spaces/tabular_f1_smoke.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the space file, e.g. budget.trials=4 or posttune.steps=20")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search in --storage")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to run on (default: RAY_ADDRESS, else Ray started in this process)")
+    p.add_argument("--storage", default="runs/search", help="folder of searches; this one goes to STORAGE/<space name>")
+    p.add_argument("--num-cpus", type=int, default=None, help="local mode: logical CPUs Ray may use (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
+    _add_tracking_arguments(p)
+    p.set_defaults(func=cmd_search)
     return parser
 
 
@@ -250,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from surrogate_search.checkpoint import CheckpointError
     from surrogate_search.registry import UnknownNameError
     from surrogate_search.tracking.store import TrackingUnavailableError
+    from surrogate_search.search.space import SpaceError
 
     try:
         if args.plugin:
@@ -257,7 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             add_plugins(args.plugin)
         return args.func(args)
-    except (UnknownNameError, CheckpointError, ValueError, FileNotFoundError, ImportError, TrackingUnavailableError) as exc:
+    except (UnknownNameError, CheckpointError, SpaceError, ValueError, FileNotFoundError, FileExistsError, ImportError,
+            TrackingUnavailableError) as exc:
+        if os.environ.get("SURROGATE_SEARCH_DEBUG"):
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -87,9 +87,11 @@ def start_parent_run(experiment: str, key: str, *, kind: str, params: Mapping[st
 
 
 def start_search_run(experiment: str, search_id: str, params: Mapping[str, Any] | None = None, *,
-                     tags: Mapping[str, Any] | None = None, tracking_uri: str | None = None) -> str:
+                     tags: Mapping[str, Any] | None = None, tracking_uri: str | None = None,
+                     run_name: str | None = None) -> str:
     """The parent run of a Tune search: one per ``search_id``, reused when the search resumes."""
-    return start_parent_run(experiment, search_id, kind="search", params=params, tags=tags, tracking_uri=tracking_uri)
+    return start_parent_run(experiment, search_id, kind="search", params=params, tags=tags, tracking_uri=tracking_uri,
+                            run_name=run_name)
 
 
 def finish_run(run_id: str, status: str = "FINISHED", *, tracking_uri: str | None = None) -> None:

@@ -1,0 +1,164 @@
+"""Post-tuning as a Ray Train run: N workers (CPU processes with gloo, or GPUs with NCCL), each
+running :func:`surrogate_search.posttune.posttune` unchanged on its shard of the training split.
+
+Every evaluation is reported through ``ray.train.report`` with a checkpoint of the loop's full
+state, so a run whose worker dies restarts its worker group (``FailureConfig``) and carries on
+from the last evaluation. A run with the same ``name`` and ``storage_path`` resumes its own
+checkpoints, which is how a restarted Tune trial picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray.train import UserCallback
+
+from surrogate_search.checkpoint import BaseCheckpoint
+from surrogate_search.config import PostTuneConfig
+
+STATE_FILE = "loop_state.pt"
+METRICS_LOG = "metrics.jsonl"
+
+
+@dataclass
+class TrainPlan:
+    """How one post-tuning run is spread over Ray Train workers."""
+
+    num_workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    placement: str = "PACK"
+    max_failures: int = 2
+
+    def scaling_config(self) -> Any:
+        from ray.train import ScalingConfig
+
+        resources: dict[str, float] = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker:
+            resources["GPU"] = self.gpus_per_worker
+        return ScalingConfig(num_workers=self.num_workers, use_gpu=self.gpus_per_worker > 0,
+                             resources_per_worker=resources, placement_strategy=self.placement)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """What each Ray Train worker runs: build a WorkerContext from the Train context, resume from
+    the latest Ray Train checkpoint if there is one, run the loop, report the final metrics."""
+    import ray
+    import ray.train
+    import ray.train.torch
+    import torch.distributed as dist
+
+    from surrogate_search.posttune import WorkerContext, posttune
+
+    config = PostTuneConfig.from_dict(loop_config["config"])
+    checkpoint: BaseCheckpoint = loop_config["checkpoint"]
+    ctx = ray.train.get_context()
+    rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(loop_config.get("threads_per_worker", 1))))
+
+    # Which nodes this run spans: every worker's node id and pid, gathered once, reported by rank 0.
+    nodes = {ray.get_runtime_context().get_node_id()}
+    if world_size > 1 and dist.is_initialized():
+        gathered: list[Any] = [None] * world_size
+        dist.all_gather_object(gathered, (ray.get_runtime_context().get_node_id(), os.getpid()))
+        node_ids = [node for node, _ in gathered]
+        pids = [pid for _, pid in gathered]
+    else:
+        node_ids, pids = list(nodes), [os.getpid()]
+    nodes = set(node_ids)
+
+    resume_state = None
+    latest = ray.train.get_checkpoint()
+    if latest is not None:
+        with latest.as_directory() as folder:
+            resume_state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+    last_state: list[Any] = []
+
+    def report(metrics: dict[str, float], state_fn: Any) -> None:
+        last_state[:] = [state_fn]
+        row = {**metrics, "progress": metrics["step"] / config.steps, "nodes": float(len(nodes)),
+               "workers": float(world_size), "final": 0.0}
+        # Every rank reports (ray.train.report is a barrier); only rank 0 writes the checkpoint,
+        # since the replicas are identical after DDP's and the surrogate's gradient averaging.
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(state_fn(), Path(folder) / STATE_FILE)
+                ray.train.report({**row, "pids": pids, "node_ids": node_ids},
+                                 checkpoint=ray.train.Checkpoint.from_directory(folder))
+        else:
+            ray.train.report(row)
+
+    context = WorkerContext(rank=rank, world_size=world_size, device=ray.train.torch.get_device(),
+                            prepare_model=ray.train.torch.prepare_model if world_size > 1 else (lambda m: m),
+                            report=report, resume_state=resume_state)
+    result = posttune(config, checkpoint, cache_dir=loop_config.get("cache_dir"), context=context)
+    final = {"step": float(result.steps), "best_step": float(result.best_step), "progress": 1.0, "final": 1.0,
+             "nodes": float(len(nodes)), "workers": float(world_size), "seconds": result.seconds,
+             **{f"val/{k}": v for k, v in result.val.items()}, **{f"test/{k}": v for k, v in result.test.items()}}
+    # The final row carries a checkpoint too (the finished loop's state), so that Ray Train's
+    # ``Result.metrics`` -- the metrics of the latest checkpoint -- are the final ones, and a
+    # restart after this point finishes at once instead of repeating the run.
+    if rank == 0 and last_state:
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(last_state[0](), Path(folder) / STATE_FILE)
+            ray.train.report({**final, "pids": pids, "node_ids": node_ids},
+                             checkpoint=ray.train.Checkpoint.from_directory(folder))
+    else:
+        ray.train.report(final)
+
+
+class MetricsLog(UserCallback):
+    """Runs in the Ray Train controller (which outlives failed workers) and appends every report of
+    rank 0 to ``<run folder>/metrics.jsonl``: one row per evaluation plus the final row, however
+    many times the workers were restarted."""
+
+    def __init__(self, file: str | Path) -> None:
+        self.file = Path(file)
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.file, "a", encoding="utf-8") as out:
+            out.write(json.dumps({**metrics[0], "checkpoint": checkpoint is not None}) + "\n")
+
+
+def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
+    file = Path(run_dir) / METRICS_LOG
+    if not file.exists():
+        return []
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str, storage_path: str | Path,
+                 plan: TrainPlan | None = None, cache_dir: str | None = None, callbacks: list[Any] | None = None) -> Any:
+    """Run one post-tuning as a ``TorchTrainer`` and return Ray Train's ``Result``.
+
+    ``name`` + ``storage_path`` identify the run: calling this again with the same pair resumes
+    from the run's latest checkpoint. The metrics of every evaluation are in
+    ``<storage_path>/<name>/metrics.jsonl``.
+
+    Example: ``run_posttune(cfg, ckpt, name="trial_0001", storage_path="runs/search", plan=TrainPlan(num_workers=2))``
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    plan = plan or TrainPlan()
+    storage_path = str(Path(storage_path).resolve())
+    run_config = RunConfig(name=name, storage_path=storage_path,
+                           failure_config=FailureConfig(max_failures=plan.max_failures),
+                           checkpoint_config=CheckpointConfig(num_to_keep=2),
+                           callbacks=[MetricsLog(Path(storage_path) / name / METRICS_LOG), *(callbacks or [])])
+    loop_config = {"config": config.to_dict(), "checkpoint": checkpoint, "cache_dir": cache_dir,
+                   "threads_per_worker": max(1, int(plan.cpus_per_worker))}
+    trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
+                           scaling_config=plan.scaling_config(),
+                           # gloo for CPU workers, NCCL when each worker has a GPU
+                           torch_config=TorchConfig(backend="nccl" if plan.gpus_per_worker else "gloo"),
+                           run_config=run_config)
+    return trainer.fit()

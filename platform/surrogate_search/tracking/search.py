@@ -1,0 +1,116 @@
+"""A Ray Tune search recorded in MLflow: one parent run per search folder, one child run per trial.
+
+Ray's own ``MLflowLoggerCallback`` makes flat runs, forgets them on restart and resolves a relative
+store inside each trial's directory. Here instead:
+
+* the parent run is keyed by the search's folder, so ``--resume`` reopens it (and closes children
+  the interrupted search left RUNNING as KILLED);
+* a child run is keyed by its Ray Train run name (``trial_0003``), which a re-queued trial keeps,
+  so a restarted trial continues its run instead of starting a second one;
+* the tracking URI is resolved to an absolute one on the driver before Tune moves directories;
+* metrics come from Ray Train's controller (:class:`ReportToMlflow`), which sees rank 0's reports
+  only, so a trial with N workers is one run.
+
+Example (what :func:`surrogate_search.search.tune.run_search` does with ``tracking_uri=...``)::
+
+    tracking = SearchTracking.start(spec, task, search_dir, uri)
+    with tracking.trial("trial_0003", config) as (run, callback):
+        run_posttune(config, checkpoint, ..., callbacks=[callback])
+    tracking.finish(study)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import SimpleNamespace
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.train import UserCallback
+
+from surrogate_search.config import PostTuneConfig
+from surrogate_search.tracking.recorder import run_tags, task_experiment_name
+from surrogate_search.tracking.runs import PARENT_TAG, TRIAL_TAG, TrialLogger, finish_run, start_search_run, trial_logger
+from surrogate_search.tracking.store import client
+
+
+class ReportToMlflow(UserCallback):
+    """Runs in the Ray Train controller: every report of rank 0 becomes one step of the trial's run
+    (``objective`` repeats the search's metric)."""
+
+    def __init__(self, run: TrialLogger, objective: str) -> None:
+        self.run = run
+        self.objective = objective
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        row = dict(metrics[0])
+        step = int(row.pop("step", 0))
+        if self.objective in row:
+            row["objective"] = row[self.objective]
+        self.run.log(row, step=step)
+
+
+@dataclass
+class SearchTracking:
+    """Where a search records itself; picklable (strings only), so Tune ships it to every trial."""
+
+    tracking_uri: str
+    parent_run_id: str
+    experiment: str
+    objective: str
+    task_name: str
+    metric_name: str
+    search_id: str
+
+    @classmethod
+    def start(cls, spec: Any, task: Any, search_dir: Path, tracking_uri: str, experiment: str | None = None) -> SearchTracking:
+        experiment = experiment or task_experiment_name(task)
+        search_id = str(Path(search_dir).resolve())
+        params = {"space": str(spec.path), "objective": spec.metric, "mode": spec.mode}
+        # The budget may grow when a search is resumed: tags, which may change, not params, which may not.
+        budget = {"budget.trials": spec.budget.trials, "budget.workers_per_trial": spec.budget.workers_per_trial,
+                  "budget.scheduler": spec.budget.scheduler.type}
+        parent = start_search_run(experiment, search_id, params, tracking_uri=tracking_uri,
+                                  tags={"task": task.name, "metric": task.metric_name, "space": spec.name},
+                                  run_name=f"search {spec.name}")
+        TrialLogger(tracking_uri, parent).set_tags(budget)
+        return cls(tracking_uri, parent, experiment, spec.metric, task.name, task.metric_name, search_id)
+
+    @contextlib.contextmanager
+    def trial(self, run_name: str, config: PostTuneConfig) -> Iterator[tuple[TrialLogger, ReportToMlflow]]:
+        """The child run of one trial, FINISHED when the block returns, FAILED with the error when
+        it raises; plus the Ray Train callback that fills it."""
+        tags = run_tags(SimpleNamespace(name=self.task_name, metric_name=self.metric_name), config)  # type: ignore[arg-type]
+        with trial_logger(self.parent_run_id, run_name, config.flat(), tags, tracking_uri=self.tracking_uri,
+                          run_name=run_name) as run:
+            yield run, ReportToMlflow(run, self.objective)
+
+    def finish(self, study: Any, best_config_file: Path | None = None) -> None:
+        """Tag every child with its Optuna state (a PRUNED trial's run is KILLED: ASHA ended it),
+        put the best trial and ``best_config.yaml`` on the parent, and close it."""
+        mlflow_client = client(self.tracking_uri)
+        runs = {r.data.tags.get(TRIAL_TAG): r for r in mlflow_client.search_runs(
+            [mlflow_client.get_run(self.parent_run_id).info.experiment_id],
+            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")}
+        direction_max = study.direction.name == "MAXIMIZE"
+        best = None
+        for trial in study.get_trials(deepcopy=False):
+            run = runs.get(trial.user_attrs.get("train_run") or f"trial_{trial.number:04d}")
+            if run is None:
+                continue
+            mlflow_client.set_tag(run.info.run_id, "optuna_state", trial.state.name)
+            if trial.state.name == "PRUNED" and run.info.status == "RUNNING":
+                mlflow_client.set_terminated(run.info.run_id, status="KILLED")
+            if trial.state.name == "COMPLETE" and trial.value is not None and (
+                    best is None or (trial.value > best[0]) == direction_max):
+                best = (trial.value, run.info.run_id, trial.number)
+        parent = TrialLogger(self.tracking_uri, self.parent_run_id)
+        if best is not None:
+            parent.log({"best_objective": best[0]}, step=0)
+            parent.set_tags({"best_trial_run_id": best[1], "best_trial": str(best[2])})
+        if best_config_file is not None and Path(best_config_file).exists():
+            mlflow_client.log_artifact(self.parent_run_id, str(best_config_file))
+        finish_run(self.parent_run_id, tracking_uri=self.tracking_uri)
+

@@ -1,0 +1,100 @@
+"""Search spaces: every shipped file validates; a bad file fails with its file, key and value,
+before Ray is even imported."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from surrogate_search.search import SpaceError, load_space
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPACES = sorted((REPO_ROOT / "search_spaces").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
+def test_every_shipped_space_validates_and_says_how_to_run_it(path: Path) -> None:
+    spec = load_space(path)
+    assert spec.params and spec.budget.trials >= 1
+    header = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("#")]
+    text = "\n".join(header)
+    assert path.read_text(encoding="utf-8").startswith("#")
+    assert f"surrogate-search search search_spaces/{path.name}" in text
+    assert f"ray job submit" in text and f"python jobs/search.py search_spaces/{path.name}" in text
+    assert "--set " in text
+
+
+def test_local_ratio_exists_only_for_the_local_global_strategy() -> None:
+    import optuna
+
+    spec = load_space(REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml")
+    study = optuna.create_study(direction="maximize")
+    seen = {}
+    for strategy in ("global", "local", "local_global"):
+        study.enqueue_trial({"sampling.strategy": strategy})
+        trial = study.ask()
+        seen[strategy] = spec.suggest(trial)
+    assert "sampling.local_ratio" not in seen["global"] and "sampling.local_ratio" not in seen["local"]
+    assert 0.1 <= seen["local_global"]["sampling.local_ratio"] <= 0.9
+
+
+BAD = {
+    "unknown key": ({"space": {"surrogate.widht": {"type": "int", "low": 8, "high": 32}}},
+                    "space.surrogate.widht", "unknown post-tuning key"),
+    "low above high": ({"space": {"lr": {"type": "float", "low": 0.1, "high": 0.001}}}, "space.lr.low", "0.1"),
+    "log with low <= 0": ({"space": {"lr": {"type": "float", "low": 0.0, "high": 0.01, "log": True}}},
+                          "space.lr.low", "0.0"),
+    "unknown choice": ({"space": {"sampling.strategy": {"choices": ["global", "glocal"]}}},
+                       "space.sampling.strategy.choices", "'glocal'"),
+    "unknown top-level key": ({"budgett": {"trials": 2}}, "budgett", "{'trials': 2}"),
+}
+
+
+def write_space(tmp_path: Path, change: dict) -> Path:
+    raw = yaml.safe_load((REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml").read_text(encoding="utf-8"))
+    if "space" in change:
+        raw["space"] = {**{k: v for k, v in raw["space"].items() if k != "sampling.local_ratio"}, **change["space"]}
+    else:
+        raw.update(change)
+    path = tmp_path / "bad_space.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_space_names_file_key_and_value(case: str, tmp_path: Path) -> None:
+    change, key, value = BAD[case]
+    path = write_space(tmp_path, change)
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    message = str(info.value)
+    assert str(path) in message and key in message and value in message
+
+
+@pytest.mark.parametrize("case", ["low above high", "unknown choice"])
+def test_cli_rejects_a_bad_space_without_starting_ray(case: str, tmp_path: Path) -> None:
+    change, key, value = BAD[case]
+    path = write_space(tmp_path, change)
+    probe = ("import sys; from surrogate_search.cli import main; rc = main(['search', sys.argv[1]]); "
+             "print('ray imported:', 'ray' in sys.modules); sys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "platform")}
+    done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert str(path) in done.stderr and key in done.stderr and value in done.stderr
+    assert "ray imported: False" in done.stdout
+
+
+def test_override_reaches_budget_and_space(tmp_path: Path) -> None:
+    spec = load_space(REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml",
+                      overrides={"budget.trials": 5, "space.lr.high": 0.5, "posttune.steps": 8})
+    assert spec.budget.trials == 5
+    assert next(p for p in spec.params if p.key == "lr").high == 0.5
+    assert spec.trial_config({}).steps == 8
+    with pytest.raises(SpaceError, match=r"budget\.trials = 0"):
+        load_space(REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml", overrides={"budget.trials": 0})

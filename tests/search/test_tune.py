@@ -1,0 +1,175 @@
+"""Ray Tune + Optuna searches, run for real on an in-process Ray with token authentication:
+resource planning, a smoke search, ASHA-stopped trials reaching Optuna as PRUNED, resume, and
+``compare --from-search``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from surrogate_search.search import load_space
+from surrogate_search.search.train import read_metrics_log
+from surrogate_search.search.tune import (BEST_CONFIG, STUDY_DB, ResourceError, load_best_config, plan_resources,
+                                          run_search)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SMOKE = REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"
+GOOD = {"method": "deep_embedding", "surrogate.encoder": "deepsets", "surrogate.width": 16,
+        "surrogate.grad_penalty": 0.1, "proxy_weight": 1.0, "lr": 1.0e-5, "sampling.strategy": "global"}
+# A learning rate this large wrecks the model within 4 updates: ASHA stops it at its first rung.
+BAD = {**GOOD, "proxy_weight": 0.0, "lr": 0.2}
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from surrogate_search.pretrain import pretrain
+    from surrogate_search.tasks import get_task
+
+    out = tmp_path_factory.mktemp("base_breast_cancer")
+    pretrain(get_task("imbalanced_tabular", dataset="breast_cancer"), out, max_epochs=30, patience=5)
+    return str(out)
+
+
+def smoke_spec(checkpoint: str, **overrides):
+    # Two Ray Train workers per trial, one trial at a time (so ASHA's decisions do not depend on timing).
+    return load_space(SMOKE, overrides={"checkpoint": checkpoint, "posttune.steps": 8, "budget.concurrency": 1,
+                                        "space.lr.high": 0.5, **overrides})
+
+
+def test_plan_picks_a_concurrency_that_fits() -> None:
+    spec = load_space(SMOKE, overrides={"budget.concurrency": 4})
+    plan = plan_resources(spec, {"CPU": 7.0})
+    assert (plan.cpus_per_trial, plan.concurrency) == (3.0, 2)
+    assert "2 trial(s) at a time" in plan.describe()
+
+
+def test_a_trial_that_can_never_fit_fails_at_once_with_the_arithmetic(ray_token, base_checkpoint_dir, tmp_path) -> None:
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(ResourceError) as info:
+            run_search(smoke_spec(base_checkpoint_dir), storage=tmp_path)
+    finally:
+        ray.shutdown()
+    message = str(info.value)
+    assert "1 driver CPU + 2 workers x 1 CPUs = 3 CPUs" in message and "the cluster has 2 CPUs" in message
+    assert not list((tmp_path / "tabular_f1_smoke").glob("tune_*"))
+
+
+@pytest.fixture(scope="module")
+def searched(ray_token, base_checkpoint_dir, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("searches")
+    outcome = run_search(smoke_spec(base_checkpoint_dir, **{"budget.trials": 2}), storage=storage, num_cpus=3,
+                         points_to_evaluate=[GOOD, BAD], verbose=0, tracking_uri=tracking_uri(storage))
+    return outcome, storage / "tabular_f1_smoke"
+
+
+def tracking_uri(storage: Path) -> str:
+    return f"sqlite:///{storage / 'mlflow.db'}"
+
+
+def study_of(search_dir: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tabular_f1_smoke", storage=f"sqlite:///{search_dir / STUDY_DB}")
+
+
+def test_smoke_search_finds_a_best_trial_and_saves_its_configuration(searched) -> None:
+    outcome, search_dir = searched
+    assert outcome.best_value is not None and outcome.best_run == "trial_0000"
+    best = load_best_config(search_dir)
+    assert best["posttune"]["lr"] == GOOD["lr"] and best["posttune"]["surrogate"]["width"] == 16
+    assert best["checkpoint"] and best["task"]["name"] == "imbalanced_tabular"
+    rows = read_metrics_log(search_dir / "train" / "trial_0000")
+    final = [r for r in rows if r["final"]]
+    assert len(final) == 1 and final[0]["workers"] == 2.0
+    assert best["objective"]["value"] == pytest.approx(final[0]["val/f1"])
+
+
+def test_trial_stopped_by_asha_reaches_optuna_as_pruned(searched) -> None:
+    _, search_dir = searched
+    trials = study_of(search_dir).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
+    assert trials[1].params["lr"] == BAD["lr"]
+    pruned_rows = read_metrics_log(search_dir / "train" / "trial_0001")
+    assert pruned_rows and not any(r["final"] for r in pruned_rows)
+    # Optuna holds the value it was stopped at (as an intermediate value), not a final one.
+    assert trials[1].intermediate_values == {1: pytest.approx(pruned_rows[0]["val/f1"])}
+
+
+def test_resume_keeps_finished_trials_and_requeues_a_stuck_running_one(searched, base_checkpoint_dir, capfd) -> None:
+    outcome, search_dir = searched
+    spec = smoke_spec(base_checkpoint_dir, **{"budget.trials": 3})
+    # What a killed search leaves behind: a trial Optuna handed out but never heard back about.
+    stuck = study_of(search_dir).ask()
+    spec.suggest(stuck)
+    stuck.set_user_attr("train_run", f"trial_{stuck.number:04d}")
+    before = {run: read_metrics_log(search_dir / "train" / run) for run in ("trial_0000", "trial_0001")}
+    capfd.readouterr()
+
+    resumed = run_search(spec, storage=search_dir.parent, resume=True, num_cpus=3, verbose=0,
+                         tracking_uri=tracking_uri(search_dir.parent))
+
+    printed = capfd.readouterr().out
+    assert f"trial {stuck.number} was RUNNING when the search stopped: marked FAILED" in printed
+    assert "2 finished trial(s) kept, 1 to run" in printed
+    assert resumed.requeued == [stuck.number]
+    trials = study_of(search_dir).get_trials()
+    assert [t.state.name for t in trials[:3]] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert len(trials) == 4 and trials[3].state.name in ("COMPLETE", "PRUNED")
+    # The re-queued trial ran under the stuck trial's Ray Train run name, with its parameters.
+    assert trials[3].user_attrs["train_run"] == "trial_0002" and trials[3].params == stuck.params
+    assert read_metrics_log(search_dir / "train" / "trial_0002")
+    # Finished trials were not run again; the resumed Tune experiment ran exactly one trial.
+    for run, rows in before.items():
+        assert read_metrics_log(search_dir / "train" / run) == rows
+    assert len([p for p in (search_dir / "tune_1").iterdir() if p.is_dir() and p.name.startswith("trial_trainable")]) == 1
+    assert resumed.states == {"COMPLETE": resumed.states["COMPLETE"], "PRUNED": resumed.states["PRUNED"], "FAIL": 1}
+
+
+def test_search_is_one_mlflow_parent_run_with_a_child_per_trial_across_a_resume(searched) -> None:
+    from mlflow.tracking import MlflowClient
+
+    # Runs after the resume test: the search ran twice in the same folder.
+    _, search_dir = searched
+    client = MlflowClient(tracking_uri(search_dir.parent))
+    experiment = client.get_experiment_by_name("imbalanced_tabular_breast_cancer")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("run_kind") == "search"]
+    assert len(parents) == 1, "a resumed search reopens its parent run instead of starting another"
+    parent = parents[0]
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "search tabular_f1_smoke"
+    children = {r.data.tags["trial_key"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert sorted(children) == ["trial_0000", "trial_0001", "trial_0002"]
+    complete, pruned = children["trial_0000"], children["trial_0001"]
+    assert complete.info.status == "FINISHED" and complete.data.tags["optuna_state"] == "COMPLETE"
+    assert pruned.info.status == "KILLED" and pruned.data.tags["optuna_state"] == "PRUNED"
+    assert complete.data.params["lr"] == str(GOOD["lr"]) and complete.data.tags["method"] == "deep_embedding"
+    # Every evaluation of rank 0 is one step; the objective is the search's metric.
+    objective = client.get_metric_history(complete.info.run_id, "objective")
+    rows = [r for r in read_metrics_log(search_dir / "train" / "trial_0000") if not r["final"]]
+    assert [m.step for m in objective][:len(rows)] == [int(r["step"]) for r in rows]
+    assert objective[0].value == pytest.approx(rows[0]["val/f1"])
+    assert "test/f1" in complete.data.metrics and "fidelity/local_spearman" in complete.data.metrics
+    assert parent.data.tags["best_trial_run_id"] in {r.info.run_id for r in children.values()}
+    assert "best_config.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+
+
+def test_a_new_search_refuses_to_overwrite_an_existing_one(searched, base_checkpoint_dir) -> None:
+    _, search_dir = searched
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_search(smoke_spec(base_checkpoint_dir), storage=search_dir.parent)
+
+
+def test_compare_from_search_runs_the_best_configuration(searched, capsys) -> None:
+    from surrogate_search.cli import main
+
+    _, search_dir = searched
+    assert main(["compare", "--from-search", str(search_dir / BEST_CONFIG), "--methods", "deep_embedding",
+                 "--seeds", "1", "--steps", "4"]) == 0
+    out = capsys.readouterr().out
+    # The best trial so far (the resume test, when it ran first, may have found a better one).
+    best = load_best_config(search_dir)
+    assert f"best configuration of search tabular_f1_smoke (trial {best['trial']}, val/f1 " in out
+    assert "imbalanced_tabular: test f1" in out and "deep_embedding" in out and "proxy" in out
