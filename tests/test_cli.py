@@ -33,3 +33,13 @@ def test_unknown_task_is_a_clear_error(tmp_path, capsys) -> None:
 def test_bad_option_syntax(tmp_path) -> None:
     with pytest.raises(SystemExit, match="--option expects KEY=VALUE, got 'dataset'"):
         main(["pretrain", "--task", "imbalanced_tabular", "--out", str(tmp_path), "--option", "dataset"])
+
+
+def test_set_reads_numbers_as_a_user_writes_them() -> None:
+    from surrogate_search.cli import parse_options
+
+    parsed = parse_options(["lr=3e-5", "surrogate.lr=1.0e-3", "steps=40", "sampling.strategy=local", "amp=true",
+                            "name=e5"])
+    assert parsed == {"lr": 3e-5, "surrogate.lr": 1e-3, "steps": 40, "sampling.strategy": "local", "amp": True,
+                      "name": "e5"}
+    assert isinstance(parsed["lr"], float)

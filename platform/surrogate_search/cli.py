@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -18,6 +19,9 @@ from surrogate_search.cache import default_cache_dir
 Command = Callable[[argparse.Namespace], int]
 
 
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
     """``["train_size=2000", "dataset=digits"]`` -> ``{"train_size": 2000, "dataset": "digits"}`` (YAML-typed)."""
     options: dict[str, Any] = {}
@@ -25,7 +29,9 @@ def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"error: --option expects KEY=VALUE, got {pair!r}")
-        options[key] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        # YAML 1.1 reads `3e-5` (no dot) as a string; on a command line it means a number.
+        options[key] = float(parsed) if isinstance(parsed, str) and _SCIENTIFIC.match(parsed) else parsed
     return options
 
 
