@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from surrogate_search.config import PostTuneConfig
+from surrogate_search.utils import flatten
 
 
 class SpaceError(ValueError):
@@ -117,17 +118,7 @@ class SearchSpec:
         from surrogate_search.tasks import get_task
 
         defaults = task_posttune_defaults(get_task(self.task, seed=self.task_seed, **self.task_options))
-        return PostTuneConfig.from_dict(merge_config(merge_config(defaults, self.posttune), _flatten(sampled))).validate()
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+        return PostTuneConfig.from_dict(merge_config(merge_config(defaults, self.posttune), flatten(sampled))).validate()
 
 
 def known_choices() -> dict[str, list[str]]:
@@ -226,7 +217,7 @@ class _Validator:
                             f"is better, so the mode must be {default_mode!r}")
 
         budget = self.budget(self.section(raw, "budget", BUDGET_KEYS))
-        fixed = _flatten(self.section(raw, "posttune", set(PostTuneConfig().flat()) | {"surrogate", "sampling", "anyloss"}))
+        fixed = flatten(self.section(raw, "posttune", set(PostTuneConfig().flat()) | {"surrogate", "sampling", "anyloss"}))
         params = self.params(raw.get("space") or {})
         spec = SearchSpec(path=self.path, name=str(raw.get("name") or self.path.stem), task=task_obj.name,
                           task_options=dict(options), task_seed=int(seed), checkpoint=raw.get("checkpoint"),

@@ -23,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from surrogate_search.tracking.store import client, experiment_id, git_commit, resolve_tracking_uri
+from surrogate_search.utils import flatten
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,6 @@ def _quote(value: str) -> str:
 def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
     """Parameters as MLflow stores them (flat, strings); keys that look like credentials are left out."""
     return {str(k): str(v) for k, v in flatten(params).items() if not _SECRET.search(str(k))}
-
-
-def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings as dotted keys: ``{"surrogate": {"width": 8}}`` -> ``{"surrogate.width": 8}``."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _find(mlflow_client: MlflowClient, experiment: str, filters: dict[str, str]) -> list[Any]:
