@@ -35,6 +35,15 @@ def test_splits_are_cached_on_disk(tmp_path, monkeypatch: pytest.MonkeyPatch) ->
     assert torch.equal(second.test.tensors["images"], first.test.tensors["images"])
 
 
+def test_without_a_cache_dir_splits_go_to_the_default_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a Ray worker or a comparison that passes no cache_dir relies on: one render per machine.
+    monkeypatch.setenv("SURROGATE_SEARCH_CACHE", str(tmp_path / "default"))
+    task = get_task("synthetic_text", train_size=8, val_size=4, test_size=4)
+    task.load_splits()
+    assert len(list((tmp_path / "default").glob("synthetic_text-*.npz"))) == 3
+    assert not list((tmp_path / "default").glob("*.tmp.npz"))
+
+
 def test_label_encoding_and_greedy_decoding_round_trip() -> None:
     labels = ["hello", "a", "2025", "zz"]
     targets, lengths = encode_labels(labels)

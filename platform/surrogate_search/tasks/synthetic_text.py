@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from surrogate_search.cache import default_cache_dir
 from surrogate_search.tasks.base import Split, Splits, Task, TrainDefaults, register_task
 from surrogate_search.tasks.crnn import CRNN
 from surrogate_search.tasks.text_pairs import ctc_path, random_edit, soft_frames
@@ -79,23 +81,25 @@ class SyntheticText(Task):
         return RenderOptions(**{f.name: self.options[f.name] for f in fields(RenderOptions)})
 
     def load_splits(self, cache_dir: str | Path | None = None) -> Splits:
+        """Rendered once, then read from ``cache_dir`` (default: :func:`default_cache_dir`, resolved
+        in this process, so a Ray worker uses its own node's cache)."""
+        cache_dir = cache_dir or default_cache_dir()
         return Splits(*(self._load_split(name, cache_dir) for name in ("train", "val", "test")))
 
     def _load_split(self, split: str, cache_dir: str | Path | None) -> Split:
         size = self.options[f"{split}_size"]
         key = json.dumps({"seed": self.seed, "split": split, "size": size, **asdict(self._render_options()), "v": 1}, sort_keys=True)
-        path = Path(cache_dir) / f"synthetic_text-{split}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz" if cache_dir else None
-        if path is not None and path.exists():
+        path = Path(cache_dir) / f"synthetic_text-{split}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
+        if path.exists():
             with np.load(path) as cached:
                 images, labels = cached["images"], [str(s) for s in cached["labels"]]
         else:
             log.info("rendering %d %s images (seed %d)...", size, split, self.seed)
             images, labels = render_split(self.seed, split, size, self._render_options())
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(".tmp.npz")
-                np.savez_compressed(tmp, images=images, labels=np.array(labels))
-                tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # concurrent renderers write apart
+            np.savez_compressed(tmp, images=images, labels=np.array(labels))
+            tmp.replace(path)  # atomic: a concurrent reader never sees half a file
         targets, lengths = encode_labels(labels)
         return Split({"images": torch.from_numpy(images).unsqueeze(1), "targets": targets, "target_lengths": lengths}, labels)
 
