@@ -11,8 +11,8 @@ import pytest
 
 from surrogate_search.search import load_space
 from surrogate_search.search.train import read_metrics_log
-from surrogate_search.search.tune import (BEST_CONFIG, STUDY_DB, ResourceError, load_best_config, plan_resources,
-                                          run_search)
+from surrogate_search.search.tune import (BEST_CONFIG, STUDY_DB, ResourceError, driver_resources, load_best_config,
+                                          plan_resources, run_search)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOKE = REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"
@@ -43,6 +43,14 @@ def test_plan_picks_a_concurrency_that_fits() -> None:
     plan = plan_resources(spec, {"CPU": 7.0})
     assert (plan.cpus_per_trial, plan.concurrency) == (3.0, 2)
     assert "2 trial(s) at a time" in plan.describe()
+
+
+def test_a_driver_without_a_cpu_lets_two_one_worker_trials_share_two_cores() -> None:
+    spec = load_space(SMOKE, overrides={"budget.driver_cpus": 0, "budget.workers_per_trial": 1, "budget.concurrency": 4})
+    plan = plan_resources(spec, {"CPU": 2.0})
+    assert (plan.cpus_per_trial, plan.concurrency) == (1.0, 2)
+    # Tune refuses an all-zero resource request: such a driver asks for a sliver of memory instead.
+    assert driver_resources(0) == {"CPU": 0, "memory": float(1 << 20)} and driver_resources(1.0) == {"CPU": 1.0}
 
 
 def test_a_trial_that_can_never_fit_fails_at_once_with_the_arithmetic(ray_token, base_checkpoint_dir, tmp_path) -> None:

@@ -316,7 +316,7 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
                                      train_dir=str(search_dir / TRAIN_DIR), cache_dir=cache_dir,
                                      trial_callbacks=list(trial_callbacks), tracking=tracking)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"CPU": spec.budget.driver_cpus}),
+        tune.with_resources(trainable, driver_resources(spec.budget.driver_cpus)),
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=samples, scheduler=scheduler,
                                     search_alg=limiter(searcher, max_concurrent=plan.concurrency)),
         run_config=tune.RunConfig(name=f"tune_{restarts}", storage_path=str(search_dir), verbose=verbose,
@@ -324,6 +324,13 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
                                   # run (same name) resumes from its last checkpoint
                                   failure_config=tune.FailureConfig(max_failures=1)))
     tuner.fit()
+
+
+def driver_resources(cpus: float) -> dict[str, float]:
+    """What a trial's Tune driver holds. A driver only waits on its Ray Train run, so
+    ``driver_cpus: 0`` is allowed; Tune refuses an all-zero request, so such a driver holds 1 MiB
+    of memory instead of a CPU."""
+    return {"CPU": cpus} if cpus > 0 else {"CPU": 0, "memory": float(1 << 20)}
 
 
 def summarize(spec: SearchSpec, study: Any, search_dir: Path) -> SearchOutcome:

@@ -1,0 +1,157 @@
+"""The main job (`make run`): the whole story on one machine.
+
+1. Base models: the text CRNN (CTC) and an MLP (BCE) per tabular dataset, pretrained to a
+   validation plateau the first time and reused afterwards; their validation and test metrics.
+2. A short local search of the LS-ED space (search_spaces/text_edit_distance.yaml) with Ray Tune +
+   Optuna, each trial a Ray Train run, every trial recorded in MLflow.
+3. Seeded comparisons from the same base checkpoints with the same extra budget: the search's
+   best surrogate against CTC continuation on text; BCE, weighted BCE, AnyLoss and the learned
+   surrogates on each tabular dataset. Each is a parent MLflow run with a child per method x seed.
+4. The report table of each comparison, read back from MLflow, and the command that opens the UI.
+
+    python jobs/main.py                                   # the laptop budget (what `make run` runs)
+    python jobs/main.py --trials 16 --search-steps 300 --text-steps 600 --seeds 5
+    ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/main.py --address auto
+
+Bigger budgets are flags; `--help` lists them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "platform"))  # a plain folder: never a package named `platform`
+
+from surrogate_search.compare import ensure_base_checkpoint  # noqa: E402
+from surrogate_search.tasks import get_task  # noqa: E402
+
+log = logging.getLogger("main")
+TABULAR_DATASETS = ("breast_cancer", "digits", "synthetic")
+LAPTOP_SPACE = {"space.surrogate.encoder.choices": ["conv"], "space.surrogate.steps_per_model_step.high": 2,
+                "posttune.surrogate.warmup_steps": 50, "budget.driver_cpus": 0}
+"""How the laptop budget narrows the LS-ED space (``--full-space`` searches the file as written). A
+trial's Tune driver only waits on its Ray Train run, so it holds no CPU here: two one-worker
+trials run at once on two cores."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", default=str(REPO_ROOT / "runs"), help="where base checkpoints and searches live")
+    p.add_argument("--space", default=str(REPO_ROOT / "search_spaces" / "text_edit_distance.yaml"))
+    p.add_argument("--trials", type=int, default=4, help="search trials")
+    p.add_argument("--search-steps", type=int, default=30, help="model updates per search trial")
+    p.add_argument("--text-steps", type=int, default=100, help="model updates per text comparison run")
+    p.add_argument("--tabular-steps", type=int, default=100, help="model updates per tabular comparison run")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method in each comparison")
+    p.add_argument("--datasets", default=",".join(TABULAR_DATASETS), help="tabular datasets to compare on")
+    p.add_argument("--skip-search", action="store_true", help="compare with the space's default surrogate instead")
+    p.add_argument("--full-space", action="store_true",
+                   help="search the space file as it is; by default the laptop budget narrows it to the fast conv "
+                        "encoder, k <= 2 and a 50-update surrogate warm-up, and runs two trials at once")
+    p.add_argument("--address", default=None, help="a running Ray cluster (default: Ray in this process)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    return p.parse_args(argv)
+
+
+STARTED = time.perf_counter()
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text} ===   [{(time.perf_counter() - STARTED) / 60:.1f} min into the job]", flush=True)
+
+
+def base_models(args: argparse.Namespace) -> dict[str, object]:
+    banner("1. base models (pretrained once, then reused)")
+    runs = Path(args.runs)
+    tasks = {"synthetic_text": (get_task("synthetic_text"), runs / "base_text")}
+    for dataset in filter(None, args.datasets.split(",")):
+        tasks[dataset] = (get_task("imbalanced_tabular", dataset=dataset), runs / f"base_tab_{dataset}")
+    checkpoints = {}
+    for key, (task, folder) in tasks.items():
+        started = time.perf_counter()
+        checkpoints[key] = ensure_base_checkpoint(task, folder)
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        val, test = metrics.get("val", {}), metrics.get("test", {})
+        print(f"{key:16s} {task.metric_name}: val {val.get(task.metric_name, float('nan')):.4f}  "
+              f"test {test.get(task.metric_name, float('nan')):.4f}   ({folder}, {time.perf_counter() - started:.0f}s)")
+    return checkpoints
+
+
+def search(args: argparse.Namespace, text_checkpoint: object) -> dict[str, object]:
+    from surrogate_search.search import load_space
+    from surrogate_search.search.tune import run_search
+
+    overrides = {"budget.trials": args.trials, "posttune.steps": args.search_steps,
+                 "posttune.eval_every": max(1, args.search_steps // 2),
+                 "checkpoint": str(Path(text_checkpoint.path))}
+    if not args.full_space:
+        # The LSTM encoders cost 4-9x the conv one per surrogate update on CPU (bench/posttune_step.py).
+        overrides.update(LAPTOP_SPACE)
+    spec = load_space(args.space, overrides)
+    if args.skip_search:
+        return spec.trial_config({}).to_dict()
+    banner(f"2. search: {Path(args.space).name}, {args.trials} trials x {args.search_steps} steps (Ray Tune + Optuna)")
+    outcome = run_search(spec, storage=Path(args.runs) / "search", resume=True, address=args.address,
+                         tracking_uri=args.tracking_uri)  # prints the best trial's summary
+    if outcome.best_value is None:
+        print("no trial finished: comparing the space's default settings instead")
+        return spec.trial_config({}).to_dict()
+    return outcome.best_config
+
+
+def comparisons(args: argparse.Namespace, checkpoints: dict[str, object], best: dict[str, object]) -> list[object]:
+    from surrogate_search.tracking.recorder import tracked_compare
+
+    seeds = range(args.seeds)
+    done = []
+    banner(f"3. comparisons: same base checkpoint, same budget, {args.seeds} seeds, test split")
+    text_config = {**best, "steps": args.text_steps, "eval_every": max(1, args.text_steps // 2)}
+    print(f"synthetic_text: {best['method']} (best of the search) vs proxy (CTC continuation), {args.text_steps} steps")
+    done.append(tracked_compare(checkpoints["synthetic_text"], text_config, methods=["proxy", str(best["method"])],
+                                seeds=seeds, tracking_uri=args.tracking_uri))
+    for key, checkpoint in checkpoints.items():
+        if key == "synthetic_text":
+            continue
+        print(f"imbalanced_tabular/{key}: every method, {args.tabular_steps} steps")
+        done.append(tracked_compare(checkpoint, {"steps": args.tabular_steps, "eval_every": max(1, args.tabular_steps // 4)},
+                                    seeds=seeds, tracking_uri=args.tracking_uri))
+    return done
+
+
+def report(done: list[object]) -> None:
+    from surrogate_search.tracking.report import comparison_report
+
+    banner("4. report (read back from MLflow)")
+    for tracked in done:
+        print(f"\nexperiment {tracked.experiment}, comparison run {tracked.parent_run_id}")
+        print(comparison_report(tracked.experiment, run_id=tracked.parent_run_id,
+                                tracking_uri=tracked.tracking_uri).render("text"))
+    print(f"\nbrowse the runs: .venv/bin/surrogate-search ui --tracking-uri {done[0].tracking_uri}"
+          "   (then open http://127.0.0.1:5000, pick an experiment, tick a comparison's child runs, Compare)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("surrogate_search.compare").setLevel(logging.INFO)  # progress: one line per method x seed
+    from surrogate_search.tracking import check_tracking_store, resolve_tracking_uri
+
+    # One absolute URI for every step, checked before any training: a server that is down fails here.
+    args.tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    check_tracking_store(args.tracking_uri)
+    checkpoints = base_models(args)
+    best = search(args, checkpoints["synthetic_text"])
+    done = comparisons(args, checkpoints, best)
+    report(done)
+    print(f"\nmain job finished in {(time.perf_counter() - STARTED) / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
