@@ -104,10 +104,11 @@ def compare(checkpoint: BaseCheckpoint, base_config: dict[str, Any] | None = Non
     elsewhere (a Ray Train trainer); by default it runs here, in-process."""
     task = checkpoint.build_task()
     applicable = list_methods(task)
+    requested = list(methods or [])
     methods = [m for m in (methods or DEFAULT_METHODS) if m in applicable or _unknown(m)]
     if "proxy" not in methods:
         methods.insert(0, "proxy")  # the control every change is measured against
-    skipped = [m for m in DEFAULT_METHODS if m not in applicable]
+    skipped = [m for m in (requested or DEFAULT_METHODS) if m not in applicable and not _unknown(m)]
     if skipped:
         log.info("not applicable to %s (metric %s): %s", task.name, task.metric_name, ", ".join(skipped))
     splits = task.load_splits(cache_dir)
