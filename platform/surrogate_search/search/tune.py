@@ -6,6 +6,7 @@ One search lives in one folder, ``<storage>/<space name>/``::
     tune_<n>/          Ray Tune's experiment folder of the n-th (re)start of the search
     train/trial_0003/  the Ray Train run of Optuna trial 3: checkpoints and metrics.jsonl
     best_config.yaml   the best trial's post-tuning settings, for ``surrogate-search compare --from-search``
+    mlflow_search_id   the key of the search's MLflow parent run (with tracking on)
 
 The Optuna study is the search's memory: ``resume=True`` reloads it, keeps every finished trial
 (TPE learns from them; they are not run again), marks trials left RUNNING by an interrupted search

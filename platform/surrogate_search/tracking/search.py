@@ -3,7 +3,7 @@
 Ray's own ``MLflowLoggerCallback`` makes flat runs, forgets them on restart and resolves a relative
 store inside each trial's directory. Here instead:
 
-* the parent run is keyed by the search's folder, so ``--resume`` reopens it (and closes children
+* the parent run is keyed by an id kept in the search's folder, so ``--resume`` reopens it (and closes children
   the interrupted search left RUNNING as KILLED);
 * a child run is keyed by its Ray Train run name (``trial_0003``), which a re-queued trial keeps,
   so a restarted trial continues its run instead of starting a second one;
@@ -22,6 +22,7 @@ Example (what :func:`surrogate_search.search.tune.run_search` does with ``tracki
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
 from dataclasses import dataclass
@@ -34,6 +35,20 @@ from surrogate_search.config import PostTuneConfig
 from surrogate_search.tracking.recorder import run_tags, task_experiment_name
 from surrogate_search.tracking.runs import PARENT_TAG, TRIAL_TAG, TrialLogger, finish_run, start_search_run, trial_logger
 from surrogate_search.tracking.store import client
+
+
+SEARCH_ID_FILE = "mlflow_search_id"
+
+
+def search_key(search_dir: Path) -> str:
+    """The key of a search's parent run, kept in the search folder: a resume finds the same run,
+    and a new search in a folder that was deleted meanwhile starts a new one."""
+    file = Path(search_dir) / SEARCH_ID_FILE
+    if file.exists():
+        return file.read_text(encoding="utf-8").strip()
+    key = f"{Path(search_dir).resolve()}#{uuid.uuid4().hex[:8]}"
+    file.write_text(key + "\n", encoding="utf-8")
+    return key
 
 
 class ReportToMlflow(UserCallback):
@@ -67,7 +82,7 @@ class SearchTracking:
     @classmethod
     def start(cls, spec: Any, task: Any, search_dir: Path, tracking_uri: str, experiment: str | None = None) -> SearchTracking:
         experiment = experiment or task_experiment_name(task)
-        search_id = str(Path(search_dir).resolve())
+        search_id = search_key(search_dir)
         params = {"space": str(spec.path), "objective": spec.metric, "mode": spec.mode}
         # The budget may grow when a search is resumed: tags, which may change, not params, which may not.
         budget = {"budget.trials": spec.budget.trials, "budget.workers_per_trial": spec.budget.workers_per_trial,
