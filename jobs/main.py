@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--search-steps", type=int, default=30, help="model updates per search trial")
     p.add_argument("--text-steps", type=int, default=100, help="model updates per text comparison run")
     p.add_argument("--tabular-steps", type=int, default=100, help="model updates per tabular comparison run")
+    p.add_argument("--tabular-warmup", type=int, default=150,
+                   help="surrogate updates before the first model update in the tabular comparisons (library default 300)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method in each comparison")
     p.add_argument("--datasets", default=",".join(TABULAR_DATASETS), help="tabular datasets to compare on")
     p.add_argument("--skip-search", action="store_true", help="compare with the space's default surrogate instead")
@@ -119,8 +121,9 @@ def comparisons(args: argparse.Namespace, checkpoints: dict[str, object], best: 
         if key == "synthetic_text":
             continue
         print(f"imbalanced_tabular/{key}: every method, {args.tabular_steps} steps")
-        done.append(tracked_compare(checkpoint, {"steps": args.tabular_steps, "eval_every": max(1, args.tabular_steps // 4)},
-                                    seeds=seeds, tracking_uri=args.tracking_uri))
+        config = {"steps": args.tabular_steps, "eval_every": max(1, args.tabular_steps // 4),
+                  "surrogate.warmup_steps": args.tabular_warmup}
+        done.append(tracked_compare(checkpoint, config, seeds=seeds, tracking_uri=args.tracking_uri))
     return done
 
 
@@ -132,8 +135,8 @@ def report(done: list[object]) -> None:
         print(f"\nexperiment {tracked.experiment}, comparison run {tracked.parent_run_id}")
         print(comparison_report(tracked.experiment, run_id=tracked.parent_run_id,
                                 tracking_uri=tracked.tracking_uri).render("text"))
-    print(f"\nbrowse the runs: .venv/bin/surrogate-search ui --tracking-uri {done[0].tracking_uri}"
-          "   (then open http://127.0.0.1:5000, pick an experiment, tick a comparison's child runs, Compare)")
+    print(f"\nbrowse the runs (prints the compare view of the latest comparison):\n"
+          f"  .venv/bin/surrogate-search ui --tracking-uri {done[0].tracking_uri} --experiment {done[0].experiment}")
 
 
 def main(argv: list[str] | None = None) -> int:
