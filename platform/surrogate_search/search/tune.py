@@ -27,14 +27,16 @@ import contextlib
 import logging
 import math
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from surrogate_search.search.space import SearchSpec
+
+if TYPE_CHECKING:  # imports Ray Train and MLflow: only when a search is tracked
+    from surrogate_search.tracking.search import SearchTracking
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,12 @@ RUN_KEY = "__train_run"
 FINAL_KEY = "final"
 """1.0 in the last row a post-tuning run reports; a trial whose last row lacks it was stopped early."""
 
-TrialCallbackFactory = Callable[[str, dict[str, Any]], Any]
-"""``factory(run_name, sampled_params) -> ray.train.UserCallback``: called in each trial's driver,
-its callback runs in the Ray Train controller and sees every report of rank 0
-(``after_report(run_context, metrics, checkpoint)``). This is the hook for per-trial tracking
-(an MLflow child run per trial): pass ``trial_callbacks=[factory]`` to :func:`run_search`."""
+
+
+def train_run_name(trial: Any) -> str:
+    """The Ray Train run (and MLflow child run) of an Optuna trial: ``trial_0003``, or the name a
+    re-queued trial inherited from the interrupted one."""
+    return trial.user_attrs.get("train_run") or f"trial_{trial.number:04d}"
 
 
 class ResourceError(ValueError):
@@ -109,7 +112,7 @@ def _searcher_class() -> type:
             if params is None:
                 return None
             ot_trial = self._ot_trials[trial_id]
-            run = ot_trial.user_attrs.get("train_run") or f"trial_{ot_trial.number:04d}"
+            run = train_run_name(ot_trial)
             ot_trial.set_user_attr("train_run", run)
             return {**params, RUN_KEY: run}
 
@@ -130,8 +133,7 @@ def _searcher_class() -> type:
 
 
 def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any, train_dir: str,
-                    cache_dir: str | None = None, trial_callbacks: Sequence[TrialCallbackFactory] = (),
-                    tracking: Any = None) -> None:
+                    cache_dir: str | None = None, tracking: SearchTracking | None = None) -> None:
     """One Tune trial: build its post-tuning config and run it as a Ray Train run named after the
     Optuna trial, forwarding every evaluation to Tune (``TuneReportCallback``) and, with
     ``tracking`` (a :class:`~surrogate_search.tracking.search.SearchTracking`), to its MLflow run."""
@@ -144,7 +146,7 @@ def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any
     b = spec.budget
     plan = TrainPlan(num_workers=b.workers_per_trial, cpus_per_worker=b.cpus_per_worker,
                      gpus_per_worker=b.gpus_per_worker, placement=b.placement, max_failures=b.max_failures)
-    callbacks = [TuneReportCallback(), *(factory(run, sampled) for factory in trial_callbacks)]
+    callbacks = [TuneReportCallback()]
     post_config = spec.trial_config(sampled)
     with contextlib.ExitStack() as stack:
         if tracking is not None:
@@ -197,8 +199,7 @@ def requeue_interrupted(study: Any) -> list[int]:
     requeued = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"train_run": trial.user_attrs.get("train_run")
-                                                      or f"trial_{trial.number:04d}"})
+        study.enqueue_trial(trial.params, user_attrs={"train_run": train_run_name(trial)})
         requeued.append(trial.number)
     return requeued
 
@@ -206,7 +207,7 @@ def requeue_interrupted(study: Any) -> list[int]:
 def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume: bool = False,
                address: str | None = None, num_cpus: int | None = None, cache_dir: str | None = None,
                seed: int = 0, points_to_evaluate: list[dict[str, Any]] | None = None,
-               trial_callbacks: Sequence[TrialCallbackFactory] = (), verbose: int = 1,
+               verbose: int = 1,
                tracking_uri: str | None = None, experiment: str | None = None) -> SearchOutcome:
     """Search ``spec`` with Ray Tune (OptunaSearch/TPE under a ConcurrencyLimiter, ASHA) until the
     study holds ``spec.budget.trials`` finished (complete or pruned) trials.
@@ -214,7 +215,6 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
     ``address``: a running cluster (``"auto"``, ``"ray://..."``, or ``RAY_ADDRESS``); ``None``
     starts Ray in this process with ``num_cpus`` logical CPUs (default: this machine's cores).
     ``points_to_evaluate``: parameter sets to try first (Optuna's enqueued trials).
-    ``trial_callbacks``: per-trial Ray Train callback factories (see :data:`TrialCallbackFactory`).
     ``tracking_uri``: record the search in MLflow (a parent run, a child run per trial; see
     :mod:`surrogate_search.tracking.search`) in ``experiment`` (default: the task's); ``None``
     records nothing. The store is checked before Ray starts.
@@ -281,13 +281,13 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
             print(f"resume: {len(finished)} finished trial(s) kept, {max(0, remaining)} to run", flush=True)
         if remaining > 0:
             _tune(spec, plan, rdb, search_dir, checkpoint, remaining, cache_dir=cache_dir, seed=seed,
-                  points=points_to_evaluate, trial_callbacks=trial_callbacks, verbose=verbose,
+                  points=points_to_evaluate, verbose=verbose,
                   tune=tune, schedulers=(ASHAScheduler, FIFOScheduler), limiter=ConcurrencyLimiter,
                   tracking=tracking)
         outcome = summarize(spec, study, search_dir)
         outcome.requeued = requeued
         if tracking is not None:
-            tracking.finish(study, search_dir / BEST_CONFIG)
+            tracking.finish(study, outcome)
     finally:
         if started_ray:
             ray.shutdown()
@@ -297,8 +297,8 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
 
 def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, checkpoint: Any, samples: int, *,
           cache_dir: str | None, seed: int, points: list[dict[str, Any]] | None,
-          trial_callbacks: Sequence[TrialCallbackFactory], verbose: int, tune: Any, schedulers: tuple,
-          limiter: Any, tracking: Any = None) -> None:
+          verbose: int, tune: Any, schedulers: tuple, limiter: Any,
+          tracking: SearchTracking | None = None) -> None:
     import optuna
 
     searcher = _searcher_class()(space=spec.suggest, metric=spec.metric, mode=spec.mode, study_name=spec.name,
@@ -309,13 +309,14 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
     # One training_iteration per evaluation, plus the final row. max_t lies one past the final row:
     # ASHA must never be the one that ends a trial which is finishing anyway, since a stopped
     # trial's Ray Train run is torn down from outside instead of returning.
-    reports = math.ceil(spec.trial_config({}).steps / spec.trial_config({}).eval_every) + 1
+    defaults = spec.trial_config({})
+    reports = math.ceil(defaults.steps / defaults.eval_every) + 1
     scheduler = (asha(time_attr="training_iteration", max_t=reports + 1, grace_period=min(s.grace_period, reports),
                       reduction_factor=s.reduction_factor) if s.type == "asha" else fifo())
     restarts = sum(1 for p in search_dir.glob("tune_*") if p.is_dir())
     trainable = tune.with_parameters(trial_trainable, spec=spec, checkpoint=checkpoint,
                                      train_dir=str(search_dir / TRAIN_DIR), cache_dir=cache_dir,
-                                     trial_callbacks=list(trial_callbacks), tracking=tracking)
+                                     tracking=tracking)
     tuner = tune.Tuner(
         tune.with_resources(trainable, driver_resources(spec.budget.driver_cpus)),
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=samples, scheduler=scheduler,

@@ -43,8 +43,12 @@ def task_experiment_name(task: Task) -> str:
 
 
 def run_tags(task: Task, config: PostTuneConfig) -> dict[str, str]:
+    return {"task": task.name, "metric": task.metric_name, **method_tags(config)}
+
+
+def method_tags(config: PostTuneConfig) -> dict[str, str]:
     learned = config.method in ("deep_embedding", "relational")
-    return {"task": task.name, "metric": task.metric_name, "method": config.method, "seed": str(config.seed),
+    return {"method": config.method, "seed": str(config.seed),
             "surrogate": f"{config.method}/{config.surrogate.encoder}" if learned else "none",
             "sampling": config.sampling.strategy if learned else "none"}
 

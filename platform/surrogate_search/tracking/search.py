@@ -3,8 +3,8 @@
 Ray's own ``MLflowLoggerCallback`` makes flat runs, forgets them on restart and resolves a relative
 store inside each trial's directory. Here instead:
 
-* the parent run is keyed by an id kept in the search's folder, so ``--resume`` reopens it (and closes children
-  the interrupted search left RUNNING as KILLED);
+* the parent run is keyed by an id kept in the search's folder, so ``--resume`` reopens it (and
+  closes children the interrupted search left RUNNING as KILLED);
 * a child run is keyed by its Ray Train run name (``trial_0003``), which a re-queued trial keeps,
   so a restarted trial continues its run instead of starting a second one;
 * the tracking URI is resolved to an absolute one on the driver before Tune moves directories;
@@ -16,7 +16,7 @@ Example (what :func:`surrogate_search.search.tune.run_search` does with ``tracki
     tracking = SearchTracking.start(spec, task, search_dir, uri)
     with tracking.trial("trial_0003", config) as (run, callback):
         run_posttune(config, checkpoint, ..., callbacks=[callback])
-    tracking.finish(study)
+    tracking.finish(study, outcome)
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from types import SimpleNamespace
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from typing import Any
 from ray.train import UserCallback
 
 from surrogate_search.config import PostTuneConfig
-from surrogate_search.tracking.recorder import run_tags, task_experiment_name
+from surrogate_search.search.tune import BEST_CONFIG, SearchOutcome, train_run_name
+from surrogate_search.tracking.recorder import method_tags, task_experiment_name
 from surrogate_search.tracking.runs import PARENT_TAG, TRIAL_TAG, TrialLogger, finish_run, start_search_run, trial_logger
 from surrogate_search.tracking.store import client
 
@@ -75,57 +75,50 @@ class SearchTracking:
     parent_run_id: str
     experiment: str
     objective: str
-    task_name: str
-    metric_name: str
-    search_id: str
+    task_tags: dict[str, str]
+    """``task`` and ``metric``, which every trial's run carries."""
 
     @classmethod
     def start(cls, spec: Any, task: Any, search_dir: Path, tracking_uri: str, experiment: str | None = None) -> SearchTracking:
         experiment = experiment or task_experiment_name(task)
-        search_id = search_key(search_dir)
         params = {"space": str(spec.path), "objective": spec.metric, "mode": spec.mode}
         # The budget may grow when a search is resumed: tags, which may change, not params, which may not.
         budget = {"budget.trials": spec.budget.trials, "budget.workers_per_trial": spec.budget.workers_per_trial,
                   "budget.scheduler": spec.budget.scheduler.type}
-        parent = start_search_run(experiment, search_id, params, tracking_uri=tracking_uri,
-                                  tags={"task": task.name, "metric": task.metric_name, "space": spec.name},
+        task_tags = {"task": task.name, "metric": task.metric_name}
+        parent = start_search_run(experiment, search_key(search_dir), params, tracking_uri=tracking_uri,
+                                  tags={**task_tags, "space": spec.name},
                                   run_name=f"search {spec.name}")
         TrialLogger(tracking_uri, parent).set_tags(budget)
-        return cls(tracking_uri, parent, experiment, spec.metric, task.name, task.metric_name, search_id)
+        return cls(tracking_uri, parent, experiment, spec.metric, task_tags)
 
     @contextlib.contextmanager
     def trial(self, run_name: str, config: PostTuneConfig) -> Iterator[tuple[TrialLogger, ReportToMlflow]]:
         """The child run of one trial, FINISHED when the block returns, FAILED with the error when
         it raises; plus the Ray Train callback that fills it."""
-        tags = run_tags(SimpleNamespace(name=self.task_name, metric_name=self.metric_name), config)  # type: ignore[arg-type]
+        tags = {**self.task_tags, **method_tags(config)}
         with trial_logger(self.parent_run_id, run_name, config.flat(), tags, tracking_uri=self.tracking_uri,
                           run_name=run_name) as run:
             yield run, ReportToMlflow(run, self.objective)
 
-    def finish(self, study: Any, best_config_file: Path | None = None) -> None:
+    def finish(self, study: Any, outcome: SearchOutcome) -> None:
         """Tag every child with its Optuna state (a PRUNED trial's run is KILLED: ASHA ended it),
         put the best trial and ``best_config.yaml`` on the parent, and close it."""
         mlflow_client = client(self.tracking_uri)
         runs = {r.data.tags.get(TRIAL_TAG): r for r in mlflow_client.search_runs(
             [mlflow_client.get_run(self.parent_run_id).info.experiment_id],
             filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")}
-        direction_max = study.direction.name == "MAXIMIZE"
-        best = None
         for trial in study.get_trials(deepcopy=False):
-            run = runs.get(trial.user_attrs.get("train_run") or f"trial_{trial.number:04d}")
+            run = runs.get(train_run_name(trial))
             if run is None:
                 continue
             mlflow_client.set_tag(run.info.run_id, "optuna_state", trial.state.name)
             if trial.state.name == "PRUNED" and run.info.status == "RUNNING":
                 mlflow_client.set_terminated(run.info.run_id, status="KILLED")
-            if trial.state.name == "COMPLETE" and trial.value is not None and (
-                    best is None or (trial.value > best[0]) == direction_max):
-                best = (trial.value, run.info.run_id, trial.number)
-        parent = TrialLogger(self.tracking_uri, self.parent_run_id)
+        best = runs.get(outcome.best_run)
         if best is not None:
-            parent.log({"best_objective": best[0]}, step=0)
-            parent.set_tags({"best_trial_run_id": best[1], "best_trial": str(best[2])})
-        if best_config_file is not None and Path(best_config_file).exists():
-            mlflow_client.log_artifact(self.parent_run_id, str(best_config_file))
+            parent = TrialLogger(self.tracking_uri, self.parent_run_id)
+            parent.log({"best_objective": outcome.best_value}, step=0)
+            parent.set_tags({"best_trial_run_id": best.info.run_id, "best_trial": outcome.best_run})
+            mlflow_client.log_artifact(self.parent_run_id, str(outcome.search_dir / BEST_CONFIG))
         finish_run(self.parent_run_id, tracking_uri=self.tracking_uri)
-
