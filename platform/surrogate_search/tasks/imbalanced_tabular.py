@@ -7,25 +7,33 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_breast_cancer, load_digits, make_classification
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 from surrogate_search.tasks.base import Split, Splits, Task, TrainDefaults, register_task
 
 
+# scikit-learn is imported where data is made, not at import time: every Ray process imports
+# this module (task registry), and scikit-learn costs seconds to import.
+
+
 def _breast_cancer(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_breast_cancer
+
     data = load_breast_cancer()
     return data.data, (data.target == 0).astype(np.int64)  # positive = malignant (37%)
 
 
 def _digits(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
     data = load_digits()
     # 8 is the digit most often confused with others (3, 5, 9, 1): one-vs-rest with 10% positives.
     return data.data, (data.target == 8).astype(np.int64)
 
 
 def _synthetic(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_classification
+
     x, y = make_classification(n_samples=4000, n_features=20, n_informative=6, n_redundant=4,
                                weights=[0.95, 0.05], flip_y=0.01, class_sep=0.8, random_state=seed)
     return x, y.astype(np.int64)  # 5% positives
@@ -75,6 +83,8 @@ class ImbalancedTabular(Task):
         return DATASETS[self.options["dataset"]](self.seed)
 
     def load_splits(self, cache_dir: Any = None) -> Splits:
+        from sklearn.model_selection import train_test_split
+
         x, y = self.raw_data()
         x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, stratify=y, random_state=self.seed)
         x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=self.seed)

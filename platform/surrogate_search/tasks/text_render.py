@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
@@ -43,6 +42,8 @@ _PILLOW_DEFAULT = "<pillow-default>"
 @functools.lru_cache(maxsize=1)
 def font_files() -> tuple[str, ...]:
     """The bundled fonts used for rendering (paths, plus Pillow's default font)."""
+    import matplotlib  # only for its font folder: imported when rendering, not with the task registry
+
     folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     found = tuple(str(folder / name) for name in _MPL_FONTS if (folder / name).exists())
     return (*found, _PILLOW_DEFAULT)
