@@ -12,7 +12,7 @@ import pytest
 from surrogate_search.search import load_space
 from surrogate_search.search.train import read_metrics_log
 from surrogate_search.search.tune import (BEST_CONFIG, STUDY_DB, ResourceError, driver_resources, load_best_config,
-                                          plan_resources, run_search)
+                                          plan_resources, run_search, trial_resources)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOKE = REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"
@@ -46,11 +46,23 @@ def test_plan_picks_a_concurrency_that_fits() -> None:
 
 
 def test_a_driver_without_a_cpu_lets_two_one_worker_trials_share_two_cores() -> None:
-    spec = load_space(SMOKE, overrides={"budget.driver_cpus": 0, "budget.workers_per_trial": 1, "budget.concurrency": 4})
+    spec = load_space(SMOKE, overrides={"budget.driver_cpus": 0, "budget.workers_per_trial": 1, "budget.concurrency": 4,
+                                        "budget.runner": "train"})
     plan = plan_resources(spec, {"CPU": 2.0})
     assert (plan.cpus_per_trial, plan.concurrency) == (1.0, 2)
     # Tune refuses an all-zero resource request: such a driver asks for a sliver of memory instead.
     assert driver_resources(0) == {"CPU": 0, "memory": float(1 << 20)} and driver_resources(1.0) == {"CPU": 1.0}
+
+
+def test_one_worker_trials_run_inline_holding_only_their_worker() -> None:
+    spec = load_space(SMOKE, overrides={"budget.workers_per_trial": 1, "budget.concurrency": 4})
+    assert spec.budget.runner == "auto" and spec.budget.trial_runner == "inline"
+    plan = plan_resources(spec, {"CPU": 2.0})
+    assert (plan.cpus_per_trial, plan.concurrency) == (1.0, 2)
+    assert "each post-tuning in the trial's own process (inline)" in plan.describe()
+    assert trial_resources(spec.budget) == {"CPU": 1.0}
+    # Two workers per trial (the smoke file's setting) is a Ray Train run.
+    assert load_space(SMOKE).budget.trial_runner == "train"
 
 
 def test_a_trial_that_can_never_fit_fails_at_once_with_the_arithmetic(ray_token, base_checkpoint_dir, tmp_path) -> None:
@@ -181,3 +193,76 @@ def test_compare_from_search_runs_the_best_configuration(searched, capsys) -> No
     best = load_best_config(search_dir)
     assert f"best configuration of search tabular_f1_smoke (trial {best['trial']}, val/f1 " in out
     assert "imbalanced_tabular: test f1" in out and "deep_embedding" in out and "proxy" in out
+
+
+@pytest.fixture(scope="module")
+def searched_inline(ray_token, base_checkpoint_dir, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("searches_inline")
+    spec = smoke_spec(base_checkpoint_dir, **{"budget.trials": 2, "budget.workers_per_trial": 1})
+    outcome = run_search(spec, storage=storage, num_cpus=2, points_to_evaluate=[GOOD, BAD], verbose=0,
+                         tracking_uri=tracking_uri(storage))
+    return outcome, storage / "tabular_f1_smoke"
+
+
+def test_inline_search_records_trials_like_ray_train_ones(searched_inline) -> None:
+    from mlflow.tracking import MlflowClient
+
+    outcome, search_dir = searched_inline
+    assert outcome.best_run == "trial_0000" and outcome.states == {"COMPLETE": 1, "PRUNED": 1}
+    rows = read_metrics_log(search_dir / "train" / "trial_0000")
+    final = [r for r in rows if r["final"]]
+    assert len(final) == 1 and final[0]["workers"] == 1.0
+    assert outcome.best_value == pytest.approx(final[0]["val/f1"])
+    # No Ray Train run: its checkpoints would be in the run's folder.
+    assert not list((search_dir / "train" / "trial_0000").glob("checkpoint_*"))
+    pruned = read_metrics_log(search_dir / "train" / "trial_0001")
+    assert pruned and not any(r["final"] for r in pruned)
+    assert study_of(search_dir).get_trials()[1].intermediate_values == {1: pytest.approx(pruned[0]["val/f1"])}
+
+    client = MlflowClient(tracking_uri(search_dir.parent))
+    runs = client.search_runs([client.get_experiment_by_name("imbalanced_tabular_breast_cancer").experiment_id])
+    children = {r.data.tags["trial_key"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    assert children["trial_0000"].info.status == "FINISHED" and children["trial_0001"].info.status == "KILLED"
+    objective = client.get_metric_history(children["trial_0000"].info.run_id, "objective")
+    assert [m.step for m in objective][:2] == [int(r["step"]) for r in rows if not r["final"]][:2]
+
+
+@pytest.mark.slow
+def test_killed_inline_trial_resumes_from_its_tune_checkpoint(ray_token, base_checkpoint_dir, tmp_path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    spec = smoke_spec(base_checkpoint_dir, **{"budget.trials": 1, "budget.workers_per_trial": 1,
+                                              "budget.scheduler.type": "none", "posttune.steps": 400,
+                                              "posttune.eval_every": 50})
+    run_dir = tmp_path / "tabular_f1_smoke" / "train" / "trial_0000"
+    killed: list[tuple[int, int]] = []
+    done = threading.Event()
+
+    def kill_after_second_report() -> None:
+        while not done.is_set() and not killed:
+            rows = read_metrics_log(run_dir)
+            if len(rows) >= 2 and not rows[-1]["final"]:
+                killed.append((int(rows[-1]["step"]), rows[-1]["pids"][0]))
+                os.kill(killed[0][1], signal.SIGKILL)  # the trial's own process, mid-run
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=kill_after_second_report)
+    watcher.start()
+    try:
+        outcome = run_search(spec, storage=tmp_path, num_cpus=2, points_to_evaluate=[GOOD], verbose=0)
+    finally:
+        done.set()
+        watcher.join()
+    assert killed, "the trial finished before its process could be killed"
+    assert outcome.states == {"COMPLETE": 1}
+    rows = read_metrics_log(run_dir)
+    steps = [int(r["step"]) for r in rows if not r["final"]]
+    # Restarted from a checkpoint, not from scratch: the first report after the kill continues
+    # from step 100 (or repeats it, when Tune had not yet registered that report's checkpoint).
+    assert steps[:2] == [50, 100] and steps[2] in (100, 150)
+    assert sorted(set(steps)) == list(range(50, 401, 50)) and len(steps) <= 9
+    assert rows[-1]["final"] and len([r for r in rows if r["final"]]) == 1
+    assert killed[0][1] not in rows[-1]["pids"]

@@ -29,7 +29,8 @@ TOP_KEYS = {"name", "task", "checkpoint", "pretrain_if_missing", "objective", "b
 TASK_KEYS = {"name", "options", "seed"}
 OBJECTIVE_KEYS = {"metric", "mode"}
 BUDGET_KEYS = {"trials", "concurrency", "workers_per_trial", "cpus_per_worker", "gpus_per_worker", "driver_cpus",
-               "placement", "max_failures", "scheduler"}
+               "placement", "max_failures", "scheduler", "runner"}
+RUNNERS = ("auto", "train", "inline")
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
 PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "when"}
 SCHEDULERS = ("asha", "none")
@@ -78,6 +79,16 @@ class Budget:
     max_failures: int = 2
     """Worker failures a Ray Train run recovers from (from its last checkpoint)."""
     scheduler: Scheduler = field(default_factory=Scheduler)
+    runner: str = "auto"
+    """How a trial runs its post-tuning: ``train`` (a Ray Train run, any number of workers),
+    ``inline`` (in the trial's own Tune process: one worker, no Ray Train start-up per trial), or
+    ``auto`` (inline for one worker per trial, Ray Train for more)."""
+
+    @property
+    def trial_runner(self) -> str:
+        if self.runner == "auto":
+            return "inline" if self.workers_per_trial == 1 else "train"
+        return self.runner
 
 
 @dataclass
@@ -242,6 +253,13 @@ class _Validator:
             if raw["placement"] not in PLACEMENTS:
                 raise self.fail("budget.placement", raw["placement"], f"unknown placement; known: {list(PLACEMENTS)}")
             b.placement = raw["placement"]
+        if "runner" in raw:
+            if raw["runner"] not in RUNNERS:
+                raise self.fail("budget.runner", raw["runner"], f"unknown runner; known: {list(RUNNERS)}")
+            b.runner = raw["runner"]
+        if b.runner == "inline" and b.workers_per_trial > 1:
+            raise self.fail("budget.runner", b.runner, f"an inline trial runs one worker, but budget.workers_per_trial "
+                            f"is {b.workers_per_trial}: use runner 'train' (or 'auto') for several workers per trial")
         sched = self.section(raw, "scheduler", SCHEDULER_KEYS) if "scheduler" in raw else {}
         if "type" in sched:
             if sched["type"] not in SCHEDULERS:

@@ -5,6 +5,10 @@ Every evaluation is reported through ``ray.train.report`` with a checkpoint of t
 state, so a run whose worker dies restarts its worker group (``FailureConfig``) and carries on
 from the last evaluation. A run with the same ``name`` and ``storage_path`` resumes its own
 checkpoints, which is how a restarted Tune trial picks up where it stopped.
+
+:func:`run_inline` runs the same loop, with the same reports, in the calling Tune trial's own
+process: a one-worker trial then skips Ray Train's per-run start-up (a controller and a worker
+process, each importing torch), which costs more than a short trial itself on a small machine.
 """
 
 from __future__ import annotations
@@ -83,8 +87,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     def report(metrics: dict[str, float], state_fn: Any) -> None:
         last_state[:] = [state_fn]
-        row = {**metrics, "progress": metrics["step"] / config.steps, "nodes": float(len(nodes)),
-               "workers": float(world_size), "final": 0.0}
+        row = progress_row(metrics, config, nodes=len(nodes), workers=world_size)
         # Every rank reports (ray.train.report is a barrier); only rank 0 writes the checkpoint,
         # since the replicas are identical after DDP's and the surrogate's gradient averaging.
         if rank == 0:
@@ -99,9 +102,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                             prepare_model=ray.train.torch.prepare_model if world_size > 1 else (lambda m: m),
                             report=report, resume_state=resume_state)
     result = posttune(config, checkpoint, cache_dir=loop_config.get("cache_dir"), context=context)
-    final = {"step": float(result.steps), "best_step": float(result.best_step), "progress": 1.0, "final": 1.0,
-             "nodes": float(len(nodes)), "workers": float(world_size), "seconds": result.seconds,
-             **{f"val/{k}": v for k, v in result.val.items()}, **{f"test/{k}": v for k, v in result.test.items()}}
+    final = final_row(result, nodes=len(nodes), workers=world_size)
     # The final row carries a checkpoint too (the finished loop's state), so that Ray Train's
     # ``Result.metrics`` -- the metrics of the latest checkpoint -- are the final ones, and a
     # restart after this point finishes at once instead of repeating the run.
@@ -112,6 +113,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                              checkpoint=ray.train.Checkpoint.from_directory(folder))
     else:
         ray.train.report(final)
+
+
+def progress_row(metrics: dict[str, float], config: PostTuneConfig, *, nodes: int, workers: int) -> dict[str, float]:
+    """What every evaluation reports (to Ray Train or Tune, metrics.jsonl and MLflow)."""
+    return {**metrics, "progress": metrics["step"] / config.steps, "nodes": float(nodes), "workers": float(workers),
+            "final": 0.0}
+
+
+def final_row(result: Any, *, nodes: int, workers: int) -> dict[str, float]:
+    """The last report of a finished run: the selected model's validation and test metrics."""
+    return {"step": float(result.steps), "best_step": float(result.best_step), "progress": 1.0, "final": 1.0,
+            "nodes": float(nodes), "workers": float(workers), "seconds": result.seconds,
+            **{f"val/{k}": v for k, v in result.val.items()}, **{f"test/{k}": v for k, v in result.test.items()}}
 
 
 class MetricsLog(UserCallback):
@@ -162,3 +176,44 @@ def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: st
                            torch_config=TorchConfig(backend="nccl" if plan.gpus_per_worker else "gloo"),
                            run_config=run_config)
     return trainer.fit()
+
+
+def run_inline(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str, storage_path: str | Path,
+               cache_dir: str | None = None, callbacks: list[Any] | None = None) -> Any:
+    """Run one post-tuning in this process, from inside a Ray Tune trial, as one worker.
+
+    Reports go to Tune (``tune.report``, each evaluation with a Tune checkpoint of the loop's
+    state: Tune's ``FailureConfig`` restarts a failed trial from it), to
+    ``<storage_path>/<name>/metrics.jsonl`` and to ``callbacks`` (Ray Train ``UserCallback``\ s,
+    called as the Train controller would). Returns the :class:`~surrogate_search.posttune.PostTuneResult`.
+    """
+    from ray import tune
+
+    from surrogate_search.posttune import WorkerContext, posttune
+
+    sinks = [MetricsLog(Path(storage_path) / name / METRICS_LOG), *(callbacks or [])]
+    resume_state = None
+    latest = tune.get_checkpoint()
+    if latest is not None:
+        with latest.as_directory() as folder:
+            resume_state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    pid = os.getpid()
+
+    def send(row: dict[str, float], state: dict[str, Any] | None) -> None:
+        # The log and MLflow first: a trial that the scheduler stops ends inside tune.report.
+        for sink in sinks:
+            sink.after_report(None, [{**row, "pids": [pid]}], state is not None)
+        if state is None:
+            tune.report(row)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(state, Path(folder) / STATE_FILE)
+                tune.report(row, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    def report(metrics: dict[str, float], state_fn: Any) -> None:
+        send(progress_row(metrics, config, nodes=1, workers=1), state_fn())
+
+    result = posttune(config, checkpoint, cache_dir=cache_dir,
+                      context=WorkerContext(report=report, resume_state=resume_state))
+    send(final_row(result, nodes=1, workers=1), None)
+    return result

@@ -48,6 +48,10 @@ RUN_KEY = "__train_run"
 FINAL_KEY = "final"
 """1.0 in the last row a post-tuning run reports; a trial whose last row lacks it was stopped early."""
 
+TRAIN_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
+"""Environment of the search's Ray workers (a value already set in this process wins). A Ray Train
+controller takes in one worker report per poll, every 2 s by default: a trial's last reports,
+and so its end, waited seconds on the poll."""
 
 
 def train_run_name(trial: Any) -> str:
@@ -68,22 +72,27 @@ class ResourcePlan:
     cluster_gpus: float
     concurrency: int
 
+    runner: str = "train"
+
     def describe(self) -> str:
         gpus = f", {self.gpus_per_trial:g} GPUs" if self.gpus_per_trial else ""
-        return (f"{self.concurrency} trial(s) at a time: each needs {self.cpus_per_trial:g} CPUs{gpus}; "
+        how = "a Ray Train run" if self.runner == "train" else "post-tuning in the trial's own process (inline)"
+        return (f"{self.concurrency} trial(s) at a time, each {how}: each needs {self.cpus_per_trial:g} CPUs{gpus}; "
                 f"the cluster has {self.cluster_cpus:g} CPUs, {self.cluster_gpus:g} GPUs")
 
 
 def plan_resources(spec: SearchSpec, cluster: dict[str, float]) -> ResourcePlan:
-    """How many trials run at once. A trial holds ``driver_cpus`` for its Tune driver plus
-    ``workers_per_trial x cpus_per_worker`` (and GPUs) for its Ray Train workers, which Tune does
-    not see: without this limit, concurrent trials could each hold a driver and wait forever for
-    workers. Fails at once when a single trial can never fit."""
+    """How many trials run at once. A Ray Train trial holds ``driver_cpus`` for its Tune driver
+    plus ``workers_per_trial x cpus_per_worker`` (and GPUs) for its Ray Train workers, which Tune
+    does not see: without this limit, concurrent trials could each hold a driver and wait forever
+    for workers. An inline trial is its own single worker. Fails at once when a single trial can
+    never fit."""
     b = spec.budget
-    cpus = b.driver_cpus + b.workers_per_trial * b.cpus_per_worker
+    driver = b.driver_cpus if b.trial_runner == "train" else 0.0
+    cpus = driver + b.workers_per_trial * b.cpus_per_worker
     gpus = b.workers_per_trial * b.gpus_per_worker
     have_cpus, have_gpus = float(cluster.get("CPU", 0.0)), float(cluster.get("GPU", 0.0))
-    arithmetic = (f"a trial needs {b.driver_cpus:g} driver CPU + {b.workers_per_trial} workers x "
+    arithmetic = (f"a trial needs {driver:g} driver CPU + {b.workers_per_trial} workers x "
                   f"{b.cpus_per_worker:g} CPUs = {cpus:g} CPUs")
     if cpus > have_cpus + 1e-9:
         raise ResourceError(f"{spec.path}: {arithmetic}, but the cluster has {have_cpus:g} CPUs, so no trial can "
@@ -95,7 +104,7 @@ def plan_resources(spec: SearchSpec, cluster: dict[str, float]) -> ResourcePlan:
     fits = math.floor(have_cpus / cpus + 1e-9)
     if gpus:
         fits = min(fits, math.floor(have_gpus / gpus + 1e-9))
-    return ResourcePlan(cpus, gpus, have_cpus, have_gpus, max(1, min(b.concurrency, fits)))
+    return ResourcePlan(cpus, gpus, have_cpus, have_gpus, max(1, min(b.concurrency, fits)), b.trial_runner)
 
 
 def _searcher_class() -> type:
@@ -134,26 +143,31 @@ def _searcher_class() -> type:
 
 def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any, train_dir: str,
                     cache_dir: str | None = None, tracking: SearchTracking | None = None) -> None:
-    """One Tune trial: build its post-tuning config and run it as a Ray Train run named after the
-    Optuna trial, forwarding every evaluation to Tune (``TuneReportCallback``) and, with
-    ``tracking`` (a :class:`~surrogate_search.tracking.search.SearchTracking`), to its MLflow run."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from surrogate_search.search.train import TrainPlan, run_posttune
+    """One Tune trial: build its post-tuning config and run it, named after the Optuna trial, as a
+    Ray Train run (forwarding every evaluation to Tune with ``TuneReportCallback``) or inline (see
+    ``budget.runner``); with ``tracking`` (a :class:`~surrogate_search.tracking.search.SearchTracking`),
+    every evaluation also goes to the trial's MLflow run."""
+    from surrogate_search.search.train import TrainPlan, run_inline, run_posttune
 
     sampled = {k: v for k, v in config.items() if k != RUN_KEY}
     run = config[RUN_KEY]
     b = spec.budget
-    plan = TrainPlan(num_workers=b.workers_per_trial, cpus_per_worker=b.cpus_per_worker,
-                     gpus_per_worker=b.gpus_per_worker, placement=b.placement, max_failures=b.max_failures)
-    callbacks = [TuneReportCallback()]
     post_config = spec.trial_config(sampled)
     with contextlib.ExitStack() as stack:
+        callbacks = []
         if tracking is not None:
             _, to_mlflow = stack.enter_context(tracking.trial(run, post_config))
             callbacks.append(to_mlflow)
+        if b.trial_runner == "inline":
+            run_inline(post_config, checkpoint, name=run, storage_path=train_dir, cache_dir=cache_dir,
+                       callbacks=callbacks)
+            return
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        plan = TrainPlan(num_workers=b.workers_per_trial, cpus_per_worker=b.cpus_per_worker,
+                         gpus_per_worker=b.gpus_per_worker, placement=b.placement, max_failures=b.max_failures)
         run_posttune(post_config, checkpoint, name=run, storage_path=train_dir, plan=plan,
-                     cache_dir=cache_dir, callbacks=callbacks)
+                     cache_dir=cache_dir, callbacks=[TuneReportCallback(), *callbacks])
 
 
 @dataclass
@@ -248,11 +262,10 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
             # working_dir): cluster nodes then need only the dependencies, not this repo.
             import surrogate_search
 
-            ray.init(address=address, runtime_env={"py_modules": [str(Path(surrogate_search.__file__).parent)]})
+            ray.init(address=address, runtime_env={"py_modules": [str(Path(surrogate_search.__file__).parent)],
+                                                   "env_vars": worker_env()})
         else:
-            # The dashboard serves the State API, through which Ray Train removes the placement
-            # group of a run whose trial ASHA stopped; without it those CPUs stay held.
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+            start_local_ray(num_cpus)
         started_ray = True
     try:
         plan = plan_resources(spec, ray.cluster_resources())
@@ -314,18 +327,48 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
     scheduler = (asha(time_attr="training_iteration", max_t=reports + 1, grace_period=min(s.grace_period, reports),
                       reduction_factor=s.reduction_factor) if s.type == "asha" else fifo())
     restarts = sum(1 for p in search_dir.glob("tune_*") if p.is_dir())
+    # Inline trials report a Tune checkpoint per evaluation and only the last two are kept, so
+    # Tune snapshots its experiment state often (a few ms here) and warns about it at every one.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_parameters(trial_trainable, spec=spec, checkpoint=checkpoint,
                                      train_dir=str(search_dir / TRAIN_DIR), cache_dir=cache_dir,
                                      tracking=tracking)
     tuner = tune.Tuner(
-        tune.with_resources(trainable, driver_resources(spec.budget.driver_cpus)),
+        tune.with_resources(trainable, trial_resources(spec.budget)),
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=samples, scheduler=scheduler,
-                                    search_alg=limiter(searcher, max_concurrent=plan.concurrency)),
+                                    search_alg=limiter(searcher, max_concurrent=plan.concurrency),
+                                    # a finished trial's driver process runs the next trial: no new
+                                    # process, no second import of torch and this library
+                                    reuse_actors=True),
         run_config=tune.RunConfig(name=f"tune_{restarts}", storage_path=str(search_dir), verbose=verbose,
                                   # a trial whose Train run fails for good is retried once; its Train
-                                  # run (same name) resumes from its last checkpoint
-                                  failure_config=tune.FailureConfig(max_failures=1)))
+                                  # run (same name) resumes from its last checkpoint; an inline
+                                  # trial resumes from its last Tune checkpoint
+                                  failure_config=tune.FailureConfig(max_failures=1),
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
     tuner.fit()
+
+
+def worker_env() -> dict[str, str]:
+    return {key: os.environ.get(key, value) for key, value in TRAIN_ENV.items()}
+
+
+def start_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
+    """Start Ray in this process as a search does (local mode, dashboard on 127.0.0.1)."""
+    import ray
+
+    # The dashboard serves the State API, through which Ray Train removes the placement
+    # group of a run whose trial ASHA stopped; without it those CPUs stay held.
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             runtime_env={"env_vars": worker_env()}, **kwargs)
+
+
+def trial_resources(budget: Any) -> dict[str, float]:
+    """What a trial's Tune process holds: an inline trial, its one worker's CPUs and GPUs; a Ray
+    Train trial, its driver's (the workers are Ray Train's, in their own placement group)."""
+    if budget.trial_runner == "inline":
+        return {"CPU": budget.cpus_per_worker, **({"GPU": budget.gpus_per_worker} if budget.gpus_per_worker else {})}
+    return driver_resources(budget.driver_cpus)
 
 
 def driver_resources(cpus: float) -> dict[str, float]:
