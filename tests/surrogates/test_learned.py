@@ -83,3 +83,13 @@ def test_relational_fit_learns_the_order_of_f1() -> None:
         opt.step()
     after = spearman(loss_fn.score(held_out.predictions, held_out.targets), held_out.errors)
     assert after > 0.8 and after > before
+
+
+@pytest.mark.parametrize("encoder", ["conv", "lstm", "conv_lstm"])
+@pytest.mark.parametrize("width", [32, 97])
+def test_sequence_encoders_take_any_width_the_search_space_allows(encoder: str, width: int) -> None:
+    # An odd width once crashed the LSTM encoders: a bidirectional LSTM gives 2 * (width // 2) features.
+    cfg = SurrogateConfig(width=width, depth=2, embedding=11)
+    h = ENCODERS.create(encoder, num_classes=5, frames=7, cfg=cfg)
+    predictions = torch.softmax(torch.randn(3, 7, 5), dim=-1)
+    assert h(predictions).shape == (3, 11)

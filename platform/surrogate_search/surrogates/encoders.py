@@ -29,9 +29,10 @@ class _SequenceEncoder(nn.Module):
             layers += [nn.Conv1d(width_in, cfg.width, 3, padding=1), nn.ReLU()]
             width_in = cfg.width
         self.conv = nn.Sequential(*layers)
-        self.lstm = nn.LSTM(width_in, cfg.width // 2, num_layers=lstm_layers, bidirectional=True,
+        hidden = max(1, cfg.width // 2)  # per direction: an odd width gives 2 * (width // 2) features
+        self.lstm = nn.LSTM(width_in, hidden, num_layers=lstm_layers, bidirectional=True,
                             batch_first=True) if lstm_layers else None
-        features = cfg.width if lstm_layers else width_in
+        features = 2 * hidden if lstm_layers else width_in
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(frames * features, cfg.embedding))
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
