@@ -3,7 +3,7 @@
 1. Base models: the text CRNN (CTC) and an MLP (BCE) per tabular dataset, pretrained to a
    validation plateau the first time and reused afterwards; their validation and test metrics.
 2. A short local search of the LS-ED space (search_spaces/text_edit_distance.yaml) with Ray Tune +
-   Optuna, each trial a Ray Train run, every trial recorded in MLflow.
+   Optuna (one-worker trials, so each runs inline in its Tune process), every trial recorded in MLflow.
 3. Seeded comparisons from the same base checkpoints with the same extra budget: the search's
    best surrogate against CTC continuation on text; BCE, weighted BCE, AnyLoss and the learned
    surrogates on each tabular dataset. Each is a parent MLflow run with a child per method x seed.
@@ -34,9 +34,9 @@ from surrogate_search.tasks import get_task  # noqa: E402
 log = logging.getLogger("main")
 TABULAR_DATASETS = ("breast_cancer", "digits", "synthetic")
 LAPTOP_SPACE = {"space.surrogate.encoder.choices": ["conv"], "space.surrogate.steps_per_model_step.high": 2,
-                "posttune.surrogate.warmup_steps": 50, "budget.driver_cpus": 0}
-"""How the laptop budget narrows the LS-ED space (``--full-space`` searches the file as written). A
-trial's Tune driver only waits on its Ray Train run, so it holds no CPU here: two one-worker
+                "posttune.surrogate.warmup_steps": 50}
+"""How the laptop budget narrows the LS-ED space (``--full-space`` searches the file as written):
+the fastest encoder, few surrogate updates per model update, a short warm-up. Two one-worker
 trials run at once on two cores."""
 
 

@@ -1,17 +1,19 @@
-"""Ray Tune + Optuna over a search space: each trial is a Ray Train post-tuning run.
+"""Ray Tune + Optuna over a search space: each trial is a post-tuning run, a Ray Train run for
+several workers, or inline in the trial's own (reused) Tune process for one (``budget.runner``).
 
 One search lives in one folder, ``<storage>/<space name>/``::
 
     optuna.db          the Optuna study (TPE; every trial's parameters, intermediate values, state)
-    tune_<n>/          Ray Tune's experiment folder of the n-th (re)start of the search
-    train/trial_0003/  the Ray Train run of Optuna trial 3: checkpoints and metrics.jsonl
+    tune_<n>/          Ray Tune's experiment folder of the n-th (re)start of the search (and the
+                       Tune checkpoints of inline trials)
+    train/trial_0003/  the run of Optuna trial 3: metrics.jsonl, and a Ray Train run's checkpoints
     best_config.yaml   the best trial's post-tuning settings, for ``surrogate-search compare --from-search``
     mlflow_search_id   the key of the search's MLflow parent run (with tracking on)
 
 The Optuna study is the search's memory: ``resume=True`` reloads it, keeps every finished trial
 (TPE learns from them; they are not run again), marks trials left RUNNING by an interrupted search
-as FAILED and re-queues their parameters; a re-queued trial keeps its Ray Train run name, so it
-continues from that run's last checkpoint. Trials that ASHA stops early reach Optuna as PRUNED,
+as FAILED and re-queues their parameters; a re-queued trial keeps its run name, so a Ray Train
+trial continues from that run's last checkpoint (an inline one starts over). Trials that ASHA stops early reach Optuna as PRUNED,
 never as COMPLETE with their early (worse) value.
 
 Example::
