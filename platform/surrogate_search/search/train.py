@@ -184,7 +184,7 @@ def run_inline(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str,
 
     Reports go to Tune (``tune.report``, each evaluation with a Tune checkpoint of the loop's
     state: Tune's ``FailureConfig`` restarts a failed trial from it), to
-    ``<storage_path>/<name>/metrics.jsonl`` and to ``callbacks`` (Ray Train ``UserCallback``\ s,
+    ``<storage_path>/<name>/metrics.jsonl`` and to ``callbacks`` (Ray Train ``UserCallback`` objects,
     called as the Train controller would). Returns the :class:`~surrogate_search.posttune.PostTuneResult`.
     """
     from ray import tune
