@@ -205,6 +205,8 @@ class TrialLogger:
             self.finish("FINISHED")
         elif isinstance(exc, KeyboardInterrupt):
             self.finish("KILLED", exc)
+        elif isinstance(exc, SystemExit):  # ended from outside: Ray Tune stops a trial with sys.exit(0)
+            self.finish("KILLED")
         else:
             self.finish("FAILED", exc)
 
