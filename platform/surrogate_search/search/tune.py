@@ -339,9 +339,11 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
         tune.with_resources(trainable, trial_resources(spec.budget)),
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=samples, scheduler=scheduler,
                                     search_alg=limiter(searcher, max_concurrent=plan.concurrency),
-                                    # a finished trial's driver process runs the next trial: no new
-                                    # process, no second import of torch and this library
-                                    reuse_actors=True),
+                                    # an inline trial's process runs the next trial: no new process,
+                                    # no second import of torch and this library. Not for Ray Train
+                                    # trials: a pruned one is still tearing its run down when Tune
+                                    # tries to reuse its process (2 s), and Tune then fails the next trial.
+                                    reuse_actors=spec.budget.trial_runner == "inline"),
         run_config=tune.RunConfig(name=f"tune_{restarts}", storage_path=str(search_dir), verbose=verbose,
                                   # a trial whose Train run fails for good is retried once; its Train
                                   # run (same name) resumes from its last checkpoint; an inline
