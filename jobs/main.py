@@ -93,8 +93,8 @@ def search(args: argparse.Namespace, text_checkpoint: object) -> dict[str, objec
                  "posttune.eval_every": max(1, args.search_steps // 2),
                  "checkpoint": str(Path(text_checkpoint.path))}
     if not args.full_space:
-        # On one CPU core a 64-item surrogate update took ~0.2 s with conv, ~0.8 s with conv_lstm and
-        # ~1.8 s with lstm (a hand profile; `bench/posttune_step.py --set surrogate.encoder=lstm` measures it).
+        # One deep_embedding step on one core (bench/posttune_step.py, text, k=1): 216 ms with the
+        # conv encoder, 389 ms with conv_lstm, 463 ms with lstm; a CTC step is ~115 ms.
         overrides.update(LAPTOP_SPACE)
     spec = load_space(args.space, overrides)
     if args.skip_search:

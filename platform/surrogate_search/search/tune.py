@@ -13,8 +13,8 @@ One search lives in one folder, ``<storage>/<space name>/``::
 The Optuna study is the search's memory: ``resume=True`` reloads it, keeps every finished trial
 (TPE learns from them; they are not run again), marks trials left RUNNING by an interrupted search
 as FAILED and re-queues their parameters; a re-queued trial keeps its run name, so a Ray Train
-trial continues from that run's last checkpoint (an inline one starts over). Trials that ASHA stops early reach Optuna as PRUNED,
-never as COMPLETE with their early (worse) value.
+trial continues from that run's last checkpoint (an inline one starts over). Trials that ASHA
+stops early reach Optuna as PRUNED, never as COMPLETE with their early (worse) value.
 
 Example::
 
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from surrogate_search.search.space import SearchSpec
+from surrogate_search.search.space import Budget, SearchSpec
 
 if TYPE_CHECKING:  # imports Ray Train and MLflow: only when a search is tracked
     from surrogate_search.tracking.search import SearchTracking
@@ -73,7 +73,6 @@ class ResourcePlan:
     cluster_cpus: float
     cluster_gpus: float
     concurrency: int
-
     runner: str = "train"
 
     def describe(self) -> str:
@@ -367,7 +366,7 @@ def start_local_ray(num_cpus: int | None = None, **kwargs: Any) -> None:
              runtime_env={"env_vars": worker_env()}, **kwargs)
 
 
-def trial_resources(budget: Any) -> dict[str, float]:
+def trial_resources(budget: Budget) -> dict[str, float]:
     """What a trial's Tune process holds: an inline trial, its one worker's CPUs and GPUs; a Ray
     Train trial, its driver's (the workers are Ray Train's, in their own placement group)."""
     if budget.trial_runner == "inline":
