@@ -18,15 +18,14 @@ import time
 
 import torch
 
-from surrogate_search.cli import parse_options
-from surrogate_search.compare import ensure_base_checkpoint, merge_config, task_posttune_defaults
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.posttune import surrogate_step
+from surrogate_search.pretrain import ensure_base_checkpoint
 from surrogate_search.sampling import create_sampler
 from surrogate_search.surrogates import create_loss
 from surrogate_search.tasks import get_task
-from surrogate_search.utils import seed_everything
+from surrogate_search.utils import parse_assignments, seed_everything
 
 STRATEGIES = ("global", "local", "local_global")
 KINDS = ("global", "local", "local_noisy")
@@ -42,15 +41,15 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="post-tuning setting")
     args = parser.parse_args()
 
-    task = get_task(args.task, **parse_options(args.option))
+    task = get_task(args.task, **parse_assignments(args.option))
+    settings = PostTuneConfig.for_task(task, {"method": args.method, **parse_assignments(args.set)})
     checkpoint = ensure_base_checkpoint(task, args.checkpoint)
     splits = task.load_splits()
     model = checkpoint.build_model(task).eval()
     print(f"task {task.name} {task.options or ''}  method {args.method}  {args.updates} surrogate updates each")
     print(f"{'trained on':13s} {'pairs':12s} {'spearman':>9s} {'mae':>8s} {'spearman|e>0':>13s} {'e>0':>6s}")
     for strategy in STRATEGIES:
-        settings = merge_config(task_posttune_defaults(task), {"method": args.method, **parse_options(args.set)})
-        config = PostTuneConfig.from_dict(merge_config(settings, {"sampling.strategy": strategy}))
+        config = settings.replace({"sampling.strategy": strategy})
         seed_everything(0)
         loss = create_loss(task, config)
         sampler = create_sampler(task, splits.train, config.sampling, config.batch_size, torch.Generator().manual_seed(0), "cpu")

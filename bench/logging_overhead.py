@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from surrogate_search.compare import ensure_base_checkpoint, merge_config, task_posttune_defaults
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import posttune
+from surrogate_search.pretrain import ensure_base_checkpoint
 from surrogate_search.tasks import get_task
 from surrogate_search.tracking import resolve_tracking_uri, start_run, task_experiment_name, tracked_posttune
 from surrogate_search.tracking.recorder import run_tags
@@ -45,8 +45,8 @@ def main() -> None:
     task = get_task(args.task, **options)
     checkpoint = ensure_base_checkpoint(task, args.checkpoint)
     splits = task.load_splits()
-    config = PostTuneConfig.from_dict(merge_config(task_posttune_defaults(task), {
-        "method": args.method, "steps": args.steps, "eval_every": args.eval_every, "seed": args.seed}))
+    config = PostTuneConfig.for_task(task, {"method": args.method, "steps": args.steps, "eval_every": args.eval_every,
+                                            "seed": args.seed})
     folder = tempfile.mkdtemp(prefix="logging_overhead_")
     uri = resolve_tracking_uri(args.tracking_uri or f"sqlite:///{Path(folder) / 'mlflow.db'}")
     experiment = f"{task_experiment_name(task)}_bench"
@@ -60,7 +60,7 @@ def main() -> None:
         plain_loop.append(result.seconds)
 
         started = time.perf_counter()
-        logger = start_run(experiment, config.flat(), run_tags(task, config), tracking_uri=uri)
+        logger = start_run(experiment, config.params(), run_tags(task, config), tracking_uri=uri)
         with logger:
             recorded = tracked_posttune(config, checkpoint, logger, splits=splits)
         tracked.append(time.perf_counter() - started)

@@ -39,8 +39,8 @@ def main() -> None:
     import optuna
     import torch
 
-    from surrogate_search.compare import ensure_base_checkpoint
     from surrogate_search.posttune import posttune
+    from surrogate_search.pretrain import ensure_base_checkpoint
     from surrogate_search.search import load_space
     from surrogate_search.search.tune import run_search, start_local_ray
     from surrogate_search.tasks import get_task

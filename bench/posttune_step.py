@@ -19,13 +19,14 @@ import time
 
 import torch
 
-from surrogate_search.cli import parse_options
-from surrogate_search.compare import ensure_base_checkpoint, merge_config, task_posttune_defaults
+from surrogate_search.compare import comparison_methods
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import model_step, surrogate_step
+from surrogate_search.pretrain import ensure_base_checkpoint
 from surrogate_search.sampling import create_sampler
-from surrogate_search.surrogates import create_loss, list_methods
+from surrogate_search.surrogates import create_loss
 from surrogate_search.tasks import get_task
+from surrogate_search.utils import parse_assignments
 
 
 def time_steps(step, repeats: int, warmup: int = 3) -> float:
@@ -50,24 +51,23 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    task = get_task(args.task, **parse_options(args.option))
+    task = get_task(args.task, **parse_assignments(args.option))
+    base = PostTuneConfig.for_task(task, parse_assignments(args.set))
     checkpoint = ensure_base_checkpoint(task, args.checkpoint)
     splits = task.load_splits()
-    base = merge_config(task_posttune_defaults(task), parse_options(args.set))
-    batch = next(splits.train.batches(PostTuneConfig.from_dict(base).batch_size, shuffle=False))
+    batch = next(splits.train.batches(base.batch_size, shuffle=False))
     no_autocast = contextlib.nullcontext()
 
     print(f"task {task.name} {task.options or ''}  batch {len(batch)}  torch threads {args.threads}  "
           f"median of {args.repeats} steps")
     print(f"{'method':16s} {'ms/step':>9s} {'vs proxy':>9s}")
     proxy_ms = None
-    for method in ["proxy", *[m for m in list_methods(task) if m != "proxy"]]:
-        config = PostTuneConfig.from_dict({**base, "method": method})
+    for method in comparison_methods(task):
+        config = base.replace(method=method)
         torch.manual_seed(0)
         model = checkpoint.build_model(task)
         loss_fn = create_loss(task, config)
-        if hasattr(loss_fn, "set_class_balance"):
-            loss_fn.set_class_balance(splits.train.tensors["targets"])
+        loss_fn.prepare(splits.train)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         model.train()
         if loss_fn.learned:

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "platform"))  # a plain folder: never a package named `platform`
 
-from surrogate_search.compare import ensure_base_checkpoint  # noqa: E402
+from surrogate_search.pretrain import ensure_base_checkpoint  # noqa: E402
 from surrogate_search.tasks import get_task  # noqa: E402
 
 log = logging.getLogger("main")
@@ -86,8 +86,7 @@ def base_models(args: argparse.Namespace) -> dict[str, object]:
 
 
 def search(args: argparse.Namespace, text_checkpoint: object) -> dict[str, object]:
-    from surrogate_search.search import load_space
-    from surrogate_search.search.tune import run_search
+    from surrogate_search import load_space, run_search
 
     overrides = {"budget.trials": args.trials, "posttune.steps": args.search_steps,
                  "posttune.eval_every": max(1, args.search_steps // 2),
@@ -101,7 +100,8 @@ def search(args: argparse.Namespace, text_checkpoint: object) -> dict[str, objec
         return spec.trial_config({}).to_dict()
     banner(f"2. search: {Path(args.space).name}, {args.trials} trials x {args.search_steps} steps (Ray Tune + Optuna)")
     outcome = run_search(spec, storage=Path(args.runs) / "search", resume=True, address=args.address,
-                         tracking_uri=args.tracking_uri)  # prints the best trial's summary
+                         tracking_uri=args.tracking_uri)
+    print(outcome.summary())
     if outcome.best_value is None:
         print("no trial finished: comparing the space's default settings instead")
         return spec.trial_config({}).to_dict()
@@ -109,22 +109,22 @@ def search(args: argparse.Namespace, text_checkpoint: object) -> dict[str, objec
 
 
 def comparisons(args: argparse.Namespace, checkpoints: dict[str, object], best: dict[str, object]) -> list[object]:
-    from surrogate_search.tracking.recorder import tracked_compare
+    from surrogate_search import compare
 
     seeds = range(args.seeds)
     done = []
     banner(f"3. comparisons: same base checkpoint, same budget, {args.seeds} seeds, test split")
     text_config = {**best, "steps": args.text_steps, "eval_every": max(1, args.text_steps // 2)}
     print(f"synthetic_text: {best['method']} (best of the search) vs proxy (CTC continuation), {args.text_steps} steps")
-    done.append(tracked_compare(checkpoints["synthetic_text"], text_config, methods=["proxy", str(best["method"])],
-                                seeds=seeds, tracking_uri=args.tracking_uri))
+    done.append(compare(checkpoints["synthetic_text"], text_config, methods=["proxy", str(best["method"])],
+                        seeds=seeds, tracking_uri=args.tracking_uri))
     for key, checkpoint in checkpoints.items():
         if key == "synthetic_text":
             continue
         print(f"imbalanced_tabular/{key}: every method, {args.tabular_steps} steps")
         config = {"steps": args.tabular_steps, "eval_every": max(1, args.tabular_steps // 4),
                   "surrogate.warmup_steps": args.tabular_warmup}
-        done.append(tracked_compare(checkpoint, config, seeds=seeds, tracking_uri=args.tracking_uri))
+        done.append(compare(checkpoint, config, seeds=seeds, tracking_uri=args.tracking_uri))
     return done
 
 
@@ -132,18 +132,20 @@ def report(done: list[object]) -> None:
     from surrogate_search.tracking.report import comparison_report
 
     banner("4. report (read back from MLflow)")
-    for tracked in done:
-        print(f"\nexperiment {tracked.experiment}, comparison run {tracked.parent_run_id}")
-        print(comparison_report(tracked.experiment, run_id=tracked.parent_run_id,
-                                tracking_uri=tracked.tracking_uri).render("text"))
+    for comparison in done:
+        where = comparison.mlflow
+        print(f"\nexperiment {where['experiment']}, comparison run {where['run_id']}")
+        print(comparison_report(where["experiment"], run_id=where["run_id"], tracking_uri=where["tracking_uri"]).render("text"))
+    first = done[0].mlflow
     print(f"\nbrowse the runs (prints the compare view of the latest comparison):\n"
-          f"  .venv/bin/surrogate-search ui --tracking-uri {done[0].tracking_uri} --experiment {done[0].experiment}")
+          f"  .venv/bin/surrogate-search ui --tracking-uri {first['tracking_uri']} --experiment {first['experiment']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
     logging.getLogger("surrogate_search.compare").setLevel(logging.INFO)  # progress: one line per method x seed
+    logging.getLogger("surrogate_search.search.tune").setLevel(logging.INFO)  # the search's resources and MLflow run
     from surrogate_search.tracking import check_tracking_store, resolve_tracking_uri
 
     # One absolute URI for every step, checked before any training: a server that is down fails here.

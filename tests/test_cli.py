@@ -30,15 +30,16 @@ def test_unknown_task_is_a_clear_error(tmp_path, capsys) -> None:
     assert "unknown task 'synthetic_txt'" in err and "Did you mean 'synthetic_text'?" in err
 
 
-def test_bad_option_syntax(tmp_path) -> None:
-    with pytest.raises(SystemExit, match="--option expects KEY=VALUE, got 'dataset'"):
-        main(["pretrain", "--task", "imbalanced_tabular", "--out", str(tmp_path), "--option", "dataset"])
+def test_bad_option_syntax(tmp_path, capsys) -> None:
+    assert main(["pretrain", "--task", "imbalanced_tabular", "--out", str(tmp_path), "--option", "dataset"]) == 2
+    assert "expected KEY=VALUE, got 'dataset'" in capsys.readouterr().err
+    assert not (tmp_path / "model.pt").exists()
 
 
 def test_set_reads_numbers_as_a_user_writes_them() -> None:
-    from surrogate_search.cli import parse_options
+    from surrogate_search.utils import parse_assignments
 
-    parsed = parse_options(["lr=3e-5", "surrogate.lr=1.0e-3", "steps=40", "sampling.strategy=local", "amp=true",
+    parsed = parse_assignments(["lr=3e-5", "surrogate.lr=1.0e-3", "steps=40", "sampling.strategy=local", "amp=true",
                             "name=e5"])
     assert parsed == {"lr": 3e-5, "surrogate.lr": 1e-3, "steps": 40, "sampling.strategy": "local", "amp": True,
                       "name": "e5"}

@@ -4,6 +4,7 @@ import pytest
 
 from surrogate_search.cli import main
 from surrogate_search.compare import compare
+from surrogate_search.registry import UnknownNameError
 
 
 def test_compare_gives_every_method_the_same_budget_and_reports_spread(tabular_checkpoint) -> None:
@@ -28,7 +29,7 @@ def test_compare_skips_methods_that_do_not_apply(text_checkpoint, capsys) -> Non
 
 
 def test_compare_unknown_method_is_named(tabular_checkpoint) -> None:
-    with pytest.raises(ValueError, match="unknown method 'ls_ed'; known methods: anyloss, deep_embedding"):
+    with pytest.raises(UnknownNameError, match="unknown method 'ls_ed'; known methods: anyloss, deep_embedding"):
         compare(tabular_checkpoint, {}, methods=["ls_ed"])
 
 

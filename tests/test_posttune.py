@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from surrogate_search.compare import merge_config, task_posttune_defaults
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import WorkerContext, posttune
 from surrogate_search.surrogates import SurrogateDivergedError
@@ -11,15 +10,11 @@ from surrogate_search.surrogates.learned import EmbeddingSurrogate
 
 
 def tabular_config(**overrides) -> PostTuneConfig:
-    base = merge_config(task_posttune_defaults_for_tabular(), {"steps": 12, "eval_every": 4, "batch_size": 64,
-                                                               "surrogate": {"warmup_steps": 5, "batch_size": 8}})
-    return PostTuneConfig.from_dict(merge_config(base, overrides))
-
-
-def task_posttune_defaults_for_tabular():
     from surrogate_search.tasks import get_task
 
-    return task_posttune_defaults(get_task("imbalanced_tabular"))
+    return PostTuneConfig.for_task(get_task("imbalanced_tabular"), {
+        "steps": 12, "eval_every": 4, "batch_size": 64, "surrogate": {"warmup_steps": 5, "batch_size": 8},
+        **overrides})
 
 
 @pytest.mark.parametrize("method", ["proxy", "deep_embedding"])
@@ -79,8 +74,8 @@ def test_nan_surrogate_stops_the_run_before_the_model_changes(tabular_checkpoint
 
 def test_text_posttune_runs_with_each_learned_surrogate(text_checkpoint) -> None:
     for method in ("deep_embedding", "relational"):
-        config = PostTuneConfig.from_dict({"method": method, "steps": 2, "eval_every": 2, "batch_size": 8,
-                                           "proxy_weight": 0.5, "surrogate": {"warmup_steps": 2, "batch_size": 8,
+        config = PostTuneConfig.from_dotted({"method": method, "steps": 2, "eval_every": 2, "batch_size": 8,
+                                           "surrogate": {"proxy_weight": 0.5, "warmup_steps": 2, "batch_size": 8,
                                                                               "width": 16, "filter_threshold": 2.0}})
         result = posttune(config, text_checkpoint)
         assert result.steps == 2 and "edit_distance" in result.test
@@ -88,12 +83,21 @@ def test_text_posttune_runs_with_each_learned_surrogate(text_checkpoint) -> None
 
 
 def test_config_errors_name_the_key_and_value() -> None:
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['surrogate.widht'\]"):
-        PostTuneConfig.from_dict({"surrogate": {"widht": 3}})
+    with pytest.raises(ValueError, match=r"unknown key 'surrogate.widht'; known: \[.*'surrogate.width'.*\]\. "
+                                         r"Did you mean 'surrogate.width'\?"):
+        PostTuneConfig.from_dotted({"surrogate": {"widht": 3}})
+    with pytest.raises(ValueError, match="'proxy_weight' is now 'surrogate.proxy_weight'"):
+        PostTuneConfig.from_dotted({"proxy_weight": 0.5})
+    with pytest.raises(ValueError, match="'surrogate.rank_temperature' is now 'relational.rank_temperature'"):
+        PostTuneConfig.from_dotted({"surrogate": {"rank_temperature": 0.5}})
+    with pytest.raises(ValueError, match="anyloss.amplification must be > 0, got 0.0"):
+        PostTuneConfig.from_dotted({"anyloss.amplification": 0}).validate()
+    with pytest.raises(KeyError, match="unknown method 'relatonal'.*Did you mean 'relational'"):
+        PostTuneConfig.from_dotted({"method": "relatonal"}).validate()
     with pytest.raises(ValueError, match="steps must be > 0, got -3"):
-        PostTuneConfig.from_dict({"steps": -3}).validate()
+        PostTuneConfig.from_dotted({"steps": -3}).validate()
     with pytest.raises(ValueError, match="sampling.local_ratio must be in \\[0, 1\\], got 1.5"):
-        PostTuneConfig.from_dict({"sampling.local_ratio": 1.5}).validate()
+        PostTuneConfig.from_dotted({"sampling.local_ratio": 1.5}).validate()
     with pytest.raises(ValueError, match="surrogate.width must be int, got 'wide'"):
-        PostTuneConfig.from_dict({"surrogate.width": "wide"})
-    assert PostTuneConfig.from_dict({"surrogate.width": 32.0, "lr": 1}).surrogate.width == 32
+        PostTuneConfig.from_dotted({"surrogate.width": "wide"})
+    assert PostTuneConfig.from_dotted({"surrogate.width": 32.0, "lr": 1}).surrogate.width == 32

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -15,24 +13,9 @@ from typing import Any
 import yaml
 
 from surrogate_search.cache import default_cache_dir
+from surrogate_search.utils import flatten, parse_assignments
 
 Command = Callable[[argparse.Namespace], int]
-
-
-_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-
-
-def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["train_size=2000", "dataset=digits"]`` -> ``{"train_size": 2000, "dataset": "digits"}`` (YAML-typed)."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"error: --option expects KEY=VALUE, got {pair!r}")
-        parsed = yaml.safe_load(value)
-        # YAML 1.1 reads `3e-5` (no dot) as a string; on a command line it means a number.
-        options[key] = float(parsed) if isinstance(parsed, str) and _SCIENTIFIC.match(parsed) else parsed
-    return options
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -60,7 +43,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from surrogate_search.pretrain import pretrain
     from surrogate_search.tasks import get_task
 
-    task = get_task(args.task, seed=args.data_seed, **parse_options(args.option))
+    task = get_task(args.task, seed=args.data_seed, **parse_assignments(args.option))
     result = pretrain(task, args.out, cache_dir=args.cache_dir, device=args.device, max_epochs=args.max_epochs,
                       patience=args.patience, seed=args.seed)
     print(f"checkpoint: {result.checkpoint}  ({result.epochs} epochs, best {result.best_epoch}, {result.seconds:.0f}s)")
@@ -70,14 +53,15 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def load_config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """``--config FILE.yaml`` (a post-tuning config, or a search's ``best_config.yaml``) then ``--set KEY=VALUE``."""
+    """``--config FILE.yaml`` (a post-tuning config, or a search's ``best_config.yaml``) then
+    ``--set KEY=VALUE``, as dotted keys."""
     overrides: dict[str, Any] = {}
     if getattr(args, "config", None):
         loaded = yaml.safe_load(open(args.config, encoding="utf-8")) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{args.config}: expected a mapping of post-tuning settings, got {type(loaded).__name__}")
-        overrides.update(loaded.get("posttune", loaded))
-    overrides.update(parse_options(getattr(args, "set", [])))
+        overrides.update(flatten(loaded.get("posttune", loaded)))
+    overrides.update(parse_assignments(getattr(args, "set", [])))
     if getattr(args, "steps", None):
         overrides["steps"] = args.steps
     return overrides
@@ -94,72 +78,69 @@ def _tracking_uri(args: argparse.Namespace) -> str | None:
     return uri
 
 
+def _recorded(result: Any) -> str:
+    where = result.mlflow
+    return f"MLflow: experiment {where['experiment']!r}, run {where['run_id']} in {where['tracking_uri']}" if where else ""
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    from surrogate_search.compare import compare, ensure_base_checkpoint, merge_config
+    from surrogate_search import api
+    from surrogate_search.compare import comparison_methods
+    from surrogate_search.config import PostTuneConfig
+    from surrogate_search.pretrain import ensure_base_checkpoint
     from surrogate_search.tasks import get_task
 
     overrides = load_config_overrides(args)
-    task_name, options, data_seed, checkpoint_path = args.task, parse_options(args.option), args.data_seed, args.checkpoint
+    task_name, options, data_seed, checkpoint_path = args.task, parse_assignments(args.option), args.data_seed, args.checkpoint
     if args.from_search:
         # The best trial's settings, task and base checkpoint; --task/--option/--checkpoint/--set still win.
-        from surrogate_search.search.tune import load_best_config
+        from surrogate_search.search.outcome import load_best_config
 
         best = load_best_config(args.from_search)
         task_name = task_name or best["task"]["name"]
         options = {**(best["task"].get("options") or {}), **options}
         data_seed = best["task"].get("seed", data_seed) if args.data_seed is None else data_seed
         checkpoint_path = checkpoint_path or best.get("checkpoint")
-        overrides = merge_config(best["posttune"], overrides)
+        overrides = {**flatten(best["posttune"]), **overrides}
         print(f"best configuration of search {best.get('search')} (trial {best.get('trial')}, "
               f"{best['objective']['metric']} {best['objective']['value']:.4f})")
     if not task_name:
         raise ValueError("compare needs --task, or --from-search with a search's folder or best_config.yaml")
     task = get_task(task_name, seed=data_seed or 0, **options)
+    methods = args.methods.split(",") if args.methods else None
+    # Settings and method names are checked before a base model is pretrained or a run is started.
+    PostTuneConfig.for_task(task, overrides)
+    comparison_methods(task, methods)
     uri = _tracking_uri(args)
     checkpoint = ensure_base_checkpoint(task, checkpoint_path, cache_dir=args.cache_dir)
-    methods = args.methods.split(",") if args.methods else None
-    if uri is None:
-        result = compare(checkpoint, overrides, methods=methods, seeds=range(args.seeds), cache_dir=args.cache_dir)
-        print(result.table())
-        return 0
-    from surrogate_search.tracking import tracked_compare
-
-    tracked = tracked_compare(checkpoint, overrides, methods=methods, seeds=range(args.seeds),
-                              cache_dir=args.cache_dir, experiment=args.experiment, tracking_uri=uri,
-                              comparison_id=args.comparison_id)
-    print(tracked.comparison.table())
-    print(f"MLflow: experiment {tracked.experiment!r}, comparison run {tracked.parent_run_id} "
-          f"({len(tracked.child_run_ids)} child runs) in {uri}")
-    print(f"table again: surrogate-search report --experiment {tracked.experiment} --run-id {tracked.parent_run_id}")
+    result = api.compare(checkpoint, overrides, methods=methods, seeds=range(args.seeds), cache_dir=args.cache_dir,
+                         track=uri is not None, tracking_uri=uri, experiment=args.experiment,
+                         comparison_id=args.comparison_id)
+    print(result.table())
+    if result.mlflow:
+        print(f"{_recorded(result)} ({len(result.runs)} child runs)")
+        print(f"table again: surrogate-search report --experiment {result.mlflow['experiment']} "
+              f"--run-id {result.mlflow['run_id']}")
     return 0
 
 
 def cmd_posttune(args: argparse.Namespace) -> int:
-    from surrogate_search.compare import ensure_base_checkpoint, merge_config, task_posttune_defaults
+    from surrogate_search import api
     from surrogate_search.config import PostTuneConfig
-    from surrogate_search.posttune import posttune
+    from surrogate_search.pretrain import ensure_base_checkpoint
     from surrogate_search.tasks import get_task
 
-    task = get_task(args.task, seed=args.data_seed, **parse_options(args.option))
+    task = get_task(args.task, seed=args.data_seed, **parse_assignments(args.option))
+    config = PostTuneConfig.for_task(task, {"method": args.method, **load_config_overrides(args)})
     uri = _tracking_uri(args)
     checkpoint = ensure_base_checkpoint(task, args.checkpoint, cache_dir=args.cache_dir)
-    config = PostTuneConfig.from_dict(merge_config(task_posttune_defaults(task), {"method": args.method, **load_config_overrides(args)}))
-    run_note = ""
-    if uri is None:
-        result = posttune(config, checkpoint, cache_dir=args.cache_dir)
-    else:
-        from surrogate_search.tracking import start_run, task_experiment_name, tracked_posttune
-        from surrogate_search.tracking.recorder import run_tags
-
-        experiment = args.experiment or task_experiment_name(task)
-        logger = start_run(experiment, config.flat(), {**run_tags(task, config), "checkpoint": str(checkpoint.path or "")},
-                           tracking_uri=uri, run_name=f"{config.method} seed {config.seed}")
-        with logger:
-            result = tracked_posttune(config, checkpoint, logger, cache_dir=args.cache_dir).result
-        run_note = f"\nMLflow: experiment {experiment!r}, run {logger.run_id} in {uri}"
+    result = api.posttune(config, checkpoint, track=uri is not None, tracking_uri=uri, experiment=args.experiment,
+                          cache_dir=args.cache_dir)
     metric = task.metric_name
     print(f"{config.method}: base val {metric} {result.base_val[metric]:.4f} -> val {result.val[metric]:.4f} "
-          f"(step {result.best_step}), test {result.test[metric]:.4f}, {result.seconds:.0f}s{run_note}")
+          f"(step {result.best_step}), test {result.test[metric]:.4f}, {result.seconds:.0f}s")
+    if result.mlflow:
+        print(_recorded(result))
     return 0
 
 
@@ -190,16 +171,18 @@ def _check_local_store(uri: str) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from surrogate_search import api
     from surrogate_search.search import load_space
 
     # The space is validated before Ray is imported, so a typo costs no cluster time.
-    spec = load_space(args.space, overrides=parse_options(args.set))
+    spec = load_space(args.space, overrides=parse_assignments(args.set))
     uri = _tracking_uri(args)
-    from surrogate_search.search.tune import run_search
-
-    outcome = run_search(spec, storage=args.storage, resume=args.resume, address=args.address,
-                         num_cpus=args.num_cpus, cache_dir=args.cache_dir, seed=args.seed,
-                         tracking_uri=uri, experiment=args.experiment)
+    outcome = api.run_search(spec, storage=args.storage, resume=args.resume, address=args.address,
+                             num_cpus=args.num_cpus, cache_dir=args.cache_dir, seed=args.seed,
+                             track=uri is not None, tracking_uri=uri, experiment=args.experiment)
+    print(outcome.summary())
+    if outcome.mlflow:
+        print(_recorded(outcome))
     return 0 if outcome.best_value is not None else 1
 
 
@@ -214,7 +197,8 @@ def _add_posttune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="base checkpoint folder (default runs/base_<task>; pretrained if missing)")
     p.add_argument("--config", default=None, help="YAML with post-tuning settings (e.g. a search's best_config.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="post-tuning setting, e.g. surrogate.width=32 or proxy_weight=0.5")
+                   help="post-tuning setting, e.g. surrogate.width=32, surrogate.proxy_weight=0.5 or "
+                        "anyloss.amplification=20 (a loss's own settings are in the section named after it)")
     p.add_argument("--steps", type=int, default=None, help="model updates per run (the extra budget)")
 
 
@@ -227,6 +211,8 @@ def _add_tracking_arguments(p: argparse.ArgumentParser, *, recording: bool = Tru
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from surrogate_search.surrogates import list_methods  # plugins are loaded before the parser is built
+
     parser = argparse.ArgumentParser(
         prog="surrogate-search",
         description="Learn differentiable surrogates of non-differentiable metrics and post-tune models with them.")
@@ -251,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("posttune", help="post-tune a base model with one method (a learned surrogate or a baseline)")
     _add_task_arguments(p)
     _add_posttune_arguments(p)
-    p.add_argument("--method", default="deep_embedding", help="proxy, weighted_proxy, anyloss, deep_embedding, relational")
+    p.add_argument("--method", default="deep_embedding", help=f"a registered method: {', '.join(list_methods())}")
     _add_tracking_arguments(p)
     p.set_defaults(func=cmd_posttune)
 
@@ -261,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-search", default=None, metavar="DIR_OR_FILE",
                    help="use a search's best configuration (its folder or best_config.yaml): task, checkpoint, settings")
     p.add_argument("--seeds", type=int, default=3, help="seeds per method")
-    p.add_argument("--methods", default=None, help="comma-separated methods (default: all that apply to the task)")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated methods (default: all that apply to the task, of {', '.join(list_methods())})")
     _add_tracking_arguments(p)
     p.add_argument("--comparison-id", default=None,
                    help="name of the comparison run; the same id again resumes into the same MLflow runs")
@@ -297,19 +284,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stdout)
+    argv = list(sys.argv[1:] if argv is None else argv)
     from surrogate_search.checkpoint import CheckpointError
+    from surrogate_search.plugins import add_plugins
     from surrogate_search.registry import UnknownNameError
-    from surrogate_search.tracking.store import TrackingUnavailableError
     from surrogate_search.search.space import SpaceError
+    from surrogate_search.tracking.store import TrackingUnavailableError
 
     try:
-        if args.plugin:
-            from surrogate_search.plugins import add_plugins
-
-            add_plugins(args.plugin)
+        # Plugins first: their tasks, metrics and losses belong in --help and in every check.
+        plugins = argparse.ArgumentParser(add_help=False)
+        plugins.add_argument("--plugin", action="append", default=[])
+        add_plugins(plugins.parse_known_args(argv)[0].plugin)
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                            stream=sys.stdout)
         return args.func(args)
     except (UnknownNameError, CheckpointError, SpaceError, ValueError, FileNotFoundError, FileExistsError, ImportError,
             TrackingUnavailableError) as exc:

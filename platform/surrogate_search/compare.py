@@ -7,41 +7,34 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from surrogate_search.checkpoint import BaseCheckpoint, CheckpointError, load_checkpoint
+from surrogate_search.checkpoint import BaseCheckpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import PostTuneResult, posttune
-from surrogate_search.pretrain import pretrain
-from surrogate_search.surrogates import list_methods
-from surrogate_search.tasks import Task, get_task
+from surrogate_search.surrogates import list_methods, loss_class
+from surrogate_search.tasks import Task
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METHODS = ("proxy", "weighted_proxy", "anyloss", "deep_embedding", "relational")
+CONTROL = "proxy"
+"""Proxy continuation: the control every method is measured against, always in a comparison."""
 
 
-def default_checkpoint_dir(task: Task) -> Path:
-    suffix = "".join(f"_{v}" for k, v in sorted(task.options.items()) if k == "dataset")
-    return Path("runs") / f"base_{task.name}{suffix}"
-
-
-def ensure_base_checkpoint(task: Task, path: str | Path | None = None, *, cache_dir: str | None = None,
-                           pretrain_if_missing: bool = True) -> BaseCheckpoint:
-    """Load the base checkpoint at ``path`` (default ``runs/base_<task>``), pretraining it first if
-    it does not exist yet. A checkpoint of another task is an error, never silently replaced."""
-    path = Path(path) if path else default_checkpoint_dir(task)
-    try:
-        return load_checkpoint(path, expected_task=task.name)
-    except CheckpointError:
-        if not pretrain_if_missing or (path / "model.pt").exists() or path.is_file():
-            raise
-    log.info("no base checkpoint at %s: pretraining one with the %s proxy loss", path, task.name)
-    pretrain(task, path, cache_dir=cache_dir)
-    return load_checkpoint(path, expected_task=task.name)
+def comparison_methods(task: Task, methods: Sequence[str] | None = None) -> list[str]:
+    """The methods a comparison runs on ``task``: the control first, then ``methods`` (default: every
+    registered method that applies to the task, in registration order). An unknown name fails here,
+    before anything runs; a known one that does not apply is skipped with a log line."""
+    for method in methods or ():
+        loss_class(method)  # an unknown method lists the known ones
+    applicable = list_methods(task)
+    requested = list(methods or list_methods())
+    skipped = [m for m in requested if m not in applicable]
+    if skipped:
+        log.info("not applicable to %s (metric %s): %s", task.name, task.metric_name, ", ".join(skipped))
+    return [CONTROL, *(m for m in requested if m in applicable and m != CONTROL)]
 
 
 @dataclass
@@ -67,13 +60,17 @@ class Comparison:
     metric: str
     higher_is_better: bool
     base_test: float
-    config: dict[str, Any]
+    config: PostTuneConfig
+    """The settings every run shared (shown with the control's method)."""
     summaries: list[MethodSummary]
     runs: list[PostTuneResult] = field(default_factory=list)
+    mlflow: dict[str, str] = field(default_factory=dict)
+    """Where the comparison was recorded (``experiment``, ``run_id`` of its parent run,
+    ``tracking_uri``); empty if it was not."""
 
     def relative_change(self, summary: MethodSummary) -> float:
         """Percent change of the mean test metric against proxy continuation (the control)."""
-        control = next((s for s in self.summaries if s.method == "proxy"), None)
+        control = next((s for s in self.summaries if s.method == CONTROL), None)
         if control is None or control.mean == 0:
             return math.nan
         return 100.0 * (summary.mean - control.mean) / abs(control.mean)
@@ -86,72 +83,36 @@ class Comparison:
     def table(self) -> str:
         direction = "higher is better" if self.higher_is_better else "lower is better"
         c = self.config
-        lines = [f"{self.task}: test {self.metric} ({direction}); {c['steps']} model updates x batch {c['batch_size']} "
+        lines = [f"{self.task}: test {self.metric} ({direction}); {c.steps} model updates x batch {c.batch_size} "
                  f"per method from one base checkpoint; mean ± std over seeds",
                  f"{'method':16s} {'test ' + self.metric:>22s} {'vs proxy':>9s} {'seeds':>5s} {'s/run':>7s}",
                  f"{'base (no tuning)':16s} {self.base_test:>22.4f} {'':>9s} {'':>5s} {'':>7s}"]
         for row in self.rows():
-            change = "—" if row["method"] == "proxy" or math.isnan(row["vs_proxy_pct"]) else f"{row['vs_proxy_pct']:+.1f}%"
+            change = "—" if row["method"] == CONTROL or math.isnan(row["vs_proxy_pct"]) else f"{row['vs_proxy_pct']:+.1f}%"
             lines.append(f"{row['method']:16s} {row['mean']:>13.4f} ± {row['std']:<6.4f} {change:>9s} "
                          f"{row['seeds']:>5d} {row['seconds_mean']:>7.1f}")
         return "\n".join(lines)
 
 
-def compare(checkpoint: BaseCheckpoint, base_config: dict[str, Any] | None = None, *,
+def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = None, *,
             methods: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2), cache_dir: str | None = None,
             run: Callable[[PostTuneConfig, BaseCheckpoint], PostTuneResult] | None = None) -> Comparison:
-    """Post-tune ``checkpoint`` with each method and seed; ``run`` lets a caller run each post-tuning
-    elsewhere (a Ray Train trainer); by default it runs here, in-process."""
+    """Post-tune ``checkpoint`` with each method and seed from one config (the task's defaults, then
+    ``overrides``); ``run`` lets a caller run each post-tuning elsewhere (a Ray Train trainer, a
+    tracked run); by default it runs here, in-process."""
     task = checkpoint.build_task()
-    applicable = list_methods(task)
-    requested = list(methods or [])
-    methods = [m for m in (methods or DEFAULT_METHODS) if m in applicable or _unknown(m)]
-    if "proxy" not in methods:
-        methods.insert(0, "proxy")  # the control every change is measured against
-    skipped = [m for m in (requested or DEFAULT_METHODS) if m not in applicable and not _unknown(m)]
-    if skipped:
-        log.info("not applicable to %s (metric %s): %s", task.name, task.metric_name, ", ".join(skipped))
+    methods = comparison_methods(task, methods)
+    base = PostTuneConfig.for_task(task, overrides).replace(method=CONTROL)
     splits = task.load_splits(cache_dir)
     base_test = task.evaluate(checkpoint.build_model(task), splits.test)[task.metric_name]
-    merged = merge_config(task_posttune_defaults(task), base_config or {})
     runner = run or (lambda cfg, ckpt: posttune(cfg, ckpt, splits=splits))
     summaries, runs = [], []
     for method in methods:
         results = []
         for seed in seeds:
-            cfg = PostTuneConfig.from_dict({**merged, "method": method, "seed": seed})
             log.info("== %s, seed %d", method, seed)
-            results.append(runner(cfg, checkpoint))
+            results.append(runner(base.replace(method=method, seed=seed), checkpoint))
         runs.extend(results)
         summaries.append(MethodSummary(method, [r.test[task.metric_name] for r in results],
                                        [r.val[task.metric_name] for r in results], [r.seconds for r in results]))
-    config = PostTuneConfig.from_dict({**merged, "method": "proxy"}).to_dict()
-    return Comparison(task.name, task.metric_name, task.metric.higher_is_better, base_test, config, summaries, runs)
-
-
-def _unknown(method: str) -> bool:
-    if method not in list_methods():
-        raise ValueError(f"unknown method {method!r}; known methods: {', '.join(list_methods())}")
-    return False
-
-
-def task_posttune_defaults(task: Task) -> dict[str, Any]:
-    """Post-tuning settings that suit a task out of the box (set-level metrics need a set encoder
-    and sets large enough to hold positives)."""
-    if task.set_level:
-        return {"batch_size": 128, "surrogate": {"encoder": "deepsets", "batch_size": 32}}
-    return {"batch_size": 32, "surrogate": {"encoder": "conv_lstm", "batch_size": 64}}
-
-
-def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Nested merge; dotted keys in ``override`` (``surrogate.width``) reach into sections."""
-    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for key, value in override.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            merged.setdefault(head, {})[rest] = value
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
+    return Comparison(task.name, task.metric_name, task.metric.higher_is_better, base_test, base, summaries, runs)

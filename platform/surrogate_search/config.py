@@ -1,61 +1,51 @@
 """The post-tuning configuration: one object that a CLI flag, a YAML search space or a Ray Tune
-trial fills in. Unknown keys and out-of-range values fail with the key and the value named."""
+trial fills in, built in one place (:meth:`PostTuneConfig.for_task`) from dotted keys.
+
+Top-level keys are the budget and optimiser of the model updates (``steps``, ``lr``, ...). Each
+section belongs to someone: ``surrogate`` and ``sampling`` to every learned surrogate, and one
+section per registered loss that declares ``Options`` (``anyloss``, ``relational``, a plugin's),
+named after the loss. Each key's meaning is documented where its section is defined:
+:class:`PostTuneConfig` here, ``SurrogateConfig`` in ``surrogates/options.py``, ``SamplingConfig``
+in ``sampling.py``, and a loss's ``Options`` beside the loss. Unknown keys, moved keys and
+out-of-range values fail with the key and the value named::
+
+    config = PostTuneConfig.for_task(task, {"method": "relational", "surrogate.width": 32,
+                                            "relational.rank_temperature": 0.05})
+    config.surrogate.width          # 32
+    config.section("relational")    # RelationalOptions(rank_temperature=0.05)
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-C = TypeVar("C")
+from surrogate_search.sampling import SamplingConfig
+from surrogate_search.surrogates import LEARNED_SECTIONS, LOSSES, loss_class
+from surrogate_search.surrogates.options import SurrogateConfig
+from surrogate_search.utils import check_range, flatten
 
+if TYPE_CHECKING:
+    from surrogate_search.tasks import Task
 
-@dataclass
-class SurrogateConfig:
-    """A learned surrogate: its architecture and how it is trained."""
-
-    encoder: str = "conv_lstm"
-    """Sequence tasks: ``conv``, ``lstm`` or ``conv_lstm``; set-level tasks: ``deepsets``."""
-    width: int = 64
-    depth: int = 2
-    embedding: int = 64
-    lr: float = 1e-3
-    steps_per_model_step: int = 1
-    """k: surrogate updates on fresh pairs between two model updates."""
-    batch_size: int = 64
-    """Items per surrogate update (samples for text; sets for F1)."""
-    warmup_steps: int = 300
-    """Surrogate updates before the first model update."""
-    grad_penalty: float = 0.1
-    """lambda in ``fit + lambda * (||grad_z e_hat|| - 1)^2``."""
-    rank_temperature: float = 0.1
-    """Relational surrogates: softness of the soft ranks, relative to the spread of the scores."""
-    filter_threshold: float | None = None
-    """FEDS-style: drop samples whose surrogate value is further than this from the true metric
-    from the model's loss (None keeps all)."""
+MOVED = {
+    "proxy_weight": "surrogate.proxy_weight",
+    "surrogate.rank_temperature": "relational.rank_temperature",
+}
+"""Old spellings, refused with the new one named (a search's old best_config.yaml, an old script)."""
+REMOVED = {
+    "anyloss.beta": "AnyLoss optimises the task's own metric (or anyloss.metric, a registered "
+                    "confusion-matrix metric); register an F-beta metric with the beta you want",
+}
 
 
-@dataclass
-class SamplingConfig:
-    """Where the surrogate's training pairs come from."""
-
-    strategy: str = "local_global"
-    """``global`` (model-free pairs over the metric's whole range), ``local`` (the current
-    model's predictions on training data) or ``local_global`` (a mixture)."""
-    local_ratio: float = 0.5
-    """Fraction of local pairs in ``local_global``."""
-    noise: float = 1.0
-    """Largest perturbation of local predictions (each pair draws a scale in [0, noise]): error-rich
-    pairs near the model, even when its own predictions are nearly all right."""
-
-
-@dataclass
-class AnyLossConfig:
-    metric: str = "f1"
-    """``f1`` (F-beta), ``gmean``, ``balanced_accuracy`` or ``accuracy``."""
-    beta: float = 1.0
-    amplification: float = 73.0
-    """L in ``A(p) = 1 / (1 + exp(-L (p - 0.5)))``; 73 as in the AnyLoss notebooks."""
+def loss_sections() -> dict[str, type]:
+    """Each registered loss's own section: its name -> its ``Options`` dataclass."""
+    return {name: loss_class(name).Options for name in LOSSES.in_order()  # type: ignore[misc]
+            if loss_class(name).Options is not None}
 
 
 @dataclass
@@ -63,14 +53,12 @@ class PostTuneConfig:
     """Post-tuning from a base checkpoint: the same budget (``steps`` x ``batch_size``) for every method."""
 
     method: str = "deep_embedding"
-    """A registered post-tuning loss: ``proxy``, ``weighted_proxy``, ``anyloss``, ``deep_embedding``, ``relational``."""
+    """A registered post-tuning loss (``surrogate-search compare --help`` lists them)."""
     steps: int = 300
     """Model updates: the extra budget every method gets."""
     batch_size: int = 32
     """Samples per model update (and the set size a set-level surrogate scores)."""
     lr: float = 1e-4
-    proxy_weight: float = 0.0
-    """Weight of the proxy loss (CTC, BCE) added to a surrogate's loss."""
     eval_every: int = 50
     seed: int = 0
     amp: bool = False
@@ -78,78 +66,86 @@ class PostTuneConfig:
     device: str = "auto"
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    anyloss: AnyLossConfig = field(default_factory=AnyLossConfig)
+    options: dict[str, Any] = field(default_factory=lambda: {n: cls() for n, cls in loss_sections().items()})
+    """Each registered loss's own section, by loss name (read it with :meth:`section`)."""
+
+    # --- building ---------------------------------------------------------------------------------
+    @classmethod
+    def for_task(cls, task: Task, overrides: Mapping[str, Any] | None = None) -> PostTuneConfig:
+        """The task's defaults (:meth:`Task.posttune_defaults`), then ``overrides`` (dotted keys
+        such as ``surrogate.width``, or nested sections), validated."""
+        return cls.from_dotted({**task.posttune_defaults(), **flatten(overrides or {})}).validate()
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any] | None) -> PostTuneConfig:
-        """Build from nested dicts, e.g. ``{"method": "relational", "surrogate": {"width": 32}}``.
-        Dotted keys work too: ``{"surrogate.width": 32}``."""
-        return _from_dict(cls, _undot(values or {}), prefix="")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def flat(self) -> dict[str, Any]:
-        """Dotted keys, as MLflow parameters: ``{"surrogate.width": 64, ...}``."""
-        out: dict[str, Any] = {}
-        for key, value in self.to_dict().items():
-            if isinstance(value, dict):
-                out.update({f"{key}.{k}": v for k, v in value.items()})
+    def from_dotted(cls, values: Mapping[str, Any]) -> PostTuneConfig:
+        """Build from dotted keys (nested sections are accepted and flattened); not validated."""
+        config = cls()
+        sections = {"surrogate": config.surrogate, "sampling": config.sampling, **config.options}
+        for key, value in flatten(values).items():
+            cls.check_key(key)
+            head, _, rest = key.partition(".")
+            if rest:
+                setattr(sections[head], rest, _coerce(value, getattr(sections[head], rest), key))
             else:
-                out[key] = value
-        return out
+                setattr(config, key, _coerce(value, getattr(config, key), key))
+        return config
+
+    @staticmethod
+    def known_keys() -> list[str]:
+        """Every dotted key a config accepts (the registered losses' sections included)."""
+        return list(PostTuneConfig().dotted())
+
+    @classmethod
+    def check_key(cls, key: str) -> None:
+        """Fail for a key no config accepts, naming the known keys (or the new spelling of a moved one)."""
+        if key in MOVED:
+            raise ValueError(f"post-tuning config: {key!r} is now {MOVED[key]!r}")
+        if key in REMOVED:
+            raise ValueError(f"post-tuning config: {key!r} no longer exists: {REMOVED[key]}")
+        known = cls.known_keys()
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"post-tuning config: unknown key {key!r}; known: {known}.{hint}")
+
+    def replace(self, changes: Mapping[str, Any] | None = None, /, **top: Any) -> PostTuneConfig:
+        """A validated copy with some settings changed: ``config.replace(method="proxy", seed=2)``,
+        ``config.replace({"sampling.strategy": "global"})``."""
+        return PostTuneConfig.from_dotted({**self.dotted(), **flatten(changes or {}), **top}).validate()
 
     def validate(self) -> PostTuneConfig:
-        positive = {"steps": self.steps, "batch_size": self.batch_size, "eval_every": self.eval_every,
-                    "surrogate.width": self.surrogate.width, "surrogate.depth": self.surrogate.depth,
-                    "surrogate.embedding": self.surrogate.embedding, "surrogate.batch_size": self.surrogate.batch_size,
-                    "surrogate.steps_per_model_step": self.surrogate.steps_per_model_step,
-                    "lr": self.lr, "surrogate.lr": self.surrogate.lr, "anyloss.amplification": self.anyloss.amplification}
-        for key, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"post-tuning config: {key} must be > 0, got {value!r}")
-        non_negative = {"proxy_weight": self.proxy_weight, "surrogate.warmup_steps": self.surrogate.warmup_steps,
-                        "surrogate.grad_penalty": self.surrogate.grad_penalty, "sampling.noise": self.sampling.noise}
-        for key, value in non_negative.items():
-            if value < 0:
-                raise ValueError(f"post-tuning config: {key} must be >= 0, got {value!r}")
-        if not 0.0 <= self.sampling.local_ratio <= 1.0:
-            raise ValueError(f"post-tuning config: sampling.local_ratio must be in [0, 1], got {self.sampling.local_ratio!r}")
+        loss_class(self.method)  # an unknown method lists the known ones
+        check_range("", self, positive=("steps", "batch_size", "eval_every", "lr"))
+        for section in (self.surrogate, self.sampling, *self.options.values()):
+            if hasattr(section, "validate"):
+                section.validate()
         return self
 
+    # --- reading ----------------------------------------------------------------------------------
+    def section(self, name: str) -> Any:
+        """A loss's own options: ``config.section("anyloss").amplification``."""
+        if name not in self.options:
+            raise KeyError(f"no config section {name!r}; sections of registered losses: {sorted(self.options)}")
+        return self.options[name]
 
-def _undot(values: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for key, value in values.items():
-        head, _, rest = str(key).partition(".")
-        if rest:
-            nested.setdefault(head, {})
-            if not isinstance(nested[head], dict):
-                raise ValueError(f"post-tuning config: {head!r} is both a value and a section")
-            nested[head][rest] = value
-        elif isinstance(value, dict):
-            nested.setdefault(key, {}).update(value)
-        else:
-            nested[key] = value
-    return nested
+    def to_dict(self) -> dict[str, Any]:
+        """Nested, one mapping per section: what ``config.yaml`` and ``best_config.yaml`` hold."""
+        top = {name: getattr(self, name) for name in _TOP_LEVEL}
+        return {**top, "surrogate": dataclasses.asdict(self.surrogate), "sampling": dataclasses.asdict(self.sampling),
+                **{name: dataclasses.asdict(options) for name, options in self.options.items()}}
+
+    def dotted(self, sections: Iterable[str] | None = None) -> dict[str, Any]:
+        """Dotted keys (``{"surrogate.width": 64, ...}``): the top level and ``sections`` (default all)."""
+        keep = None if sections is None else set(sections)
+        return {k: v for k, v in flatten(self.to_dict()).items()
+                if "." not in k or keep is None or k.partition(".")[0] in keep}
+
+    def params(self) -> dict[str, Any]:
+        """What MLflow records of a run: the top level and the sections its method reads."""
+        return self.dotted(loss_class(self.method).sections())
 
 
-def _from_dict(cls: type[C], values: dict[str, Any], prefix: str) -> C:
-    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"post-tuning config: unknown key(s) {[prefix + k for k in unknown]}; "
-                         f"known: {[prefix + k for k in known]}")
-    kwargs: dict[str, Any] = {}
-    for name, value in values.items():
-        default = known[name].default_factory() if known[name].default_factory is not dataclasses.MISSING else known[name].default
-        if dataclasses.is_dataclass(default):
-            if not isinstance(value, dict):
-                raise ValueError(f"post-tuning config: {prefix + name} must be a mapping, got {value!r}")
-            kwargs[name] = _from_dict(type(default), value, prefix=f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(value, default, prefix + name)
-    return cls(**kwargs)
+_TOP_LEVEL = tuple(f.name for f in dataclasses.fields(PostTuneConfig) if f.name not in ("options", *LEARNED_SECTIONS))
 
 
 def _coerce(value: Any, default: Any, key: str) -> Any:

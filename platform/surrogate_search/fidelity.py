@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from surrogate_search.config import SamplingConfig
-from surrogate_search.sampling import GlobalSampler, LocalSampler, Pairs
+from surrogate_search.sampling import GlobalSampler, LocalSampler, Pairs, SamplingConfig
 from surrogate_search.surrogates import PostTuneLoss, spearman
 from surrogate_search.tasks import Split, Task
 

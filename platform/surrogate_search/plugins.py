@@ -54,6 +54,8 @@ def load_plugins(value: str | None = None) -> list[str]:
 
 def add_plugins(names: list[str]) -> None:
     """Import ``names`` now and export them so that child processes (Ray workers) import them too."""
+    if not names:
+        return
     merged = plugin_names() + [n for n in names if n not in plugin_names()]
     # Files become absolute: Ray workers and Tune trials run in other working directories.
     merged = [str(Path(n).resolve()) if n.endswith(".py") else n for n in merged]

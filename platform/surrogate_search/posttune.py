@@ -26,7 +26,6 @@ from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.sampling import PairSampler, create_sampler
 from surrogate_search.surrogates import create_loss
 from surrogate_search.surrogates.base import PostTuneLoss, check_finite
-from surrogate_search.surrogates.proxy import WeightedBCE
 from surrogate_search.tasks import Split, Splits, Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
 
@@ -64,6 +63,8 @@ class PostTuneResult:
     base_val: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    mlflow: dict[str, str] = field(default_factory=dict)
+    """Where the run was recorded (``experiment``, ``run_id``, ``tracking_uri``); empty if it was not."""
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -128,8 +129,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     seed_everything(config.seed)  # same seed on every rank: identical surrogate initialisation
     model = ckpt.build_model(task).to(device)
     loss_fn = create_loss(task, config).to(device)
-    if isinstance(loss_fn, WeightedBCE):
-        loss_fn.set_class_balance(splits.train.tensors["targets"])
+    loss_fn.prepare(splits.train)
     model = ctx.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr) if loss_fn.learned else None

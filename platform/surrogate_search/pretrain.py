@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from surrogate_search.checkpoint import save_checkpoint
+from surrogate_search.checkpoint import BaseCheckpoint, CheckpointError, load_checkpoint, save_checkpoint
 from surrogate_search.tasks import Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
 
@@ -99,3 +99,24 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
     result = PretrainResult(str(file), epoch, kept_epoch, seconds, val, test)
     (out / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
+
+
+def default_checkpoint_dir(task: Task) -> Path:
+    """Where a task's base model lives unless told otherwise: ``runs/base_<task>[_<dataset>]``."""
+    suffix = "".join(f"_{v}" for k, v in sorted(task.options.items()) if k == "dataset")
+    return Path("runs") / f"base_{task.name}{suffix}"
+
+
+def ensure_base_checkpoint(task: Task, path: str | Path | None = None, *, cache_dir: str | None = None,
+                           pretrain_if_missing: bool = True) -> BaseCheckpoint:
+    """Load the base checkpoint at ``path`` (default :func:`default_checkpoint_dir`), pretraining it
+    first if it does not exist yet. A checkpoint of another task is an error, never silently replaced."""
+    path = Path(path) if path else default_checkpoint_dir(task)
+    try:
+        return load_checkpoint(path, expected_task=task.name)
+    except CheckpointError:
+        if not pretrain_if_missing or (path / "model.pt").exists() or path.is_file():
+            raise
+    log.info("no base checkpoint at %s: pretraining one with the %s proxy loss", path, task.name)
+    pretrain(task, path, cache_dir=cache_dir)
+    return load_checkpoint(path, expected_task=task.name)

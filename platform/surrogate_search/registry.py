@@ -49,6 +49,10 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._factories)
 
+    def in_order(self) -> list[str]:
+        """Names in the order they were registered (built-ins first, then a user's plugins)."""
+        return list(self._factories)
+
     def get(self, name: str) -> Callable[..., T]:
         try:
             return self._factories[name]

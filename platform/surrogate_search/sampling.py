@@ -12,9 +12,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from surrogate_search.config import SamplingConfig
 from surrogate_search.registry import Registry
 from surrogate_search.tasks import Split, Task
+from surrogate_search.utils import check_range
+
+
+@dataclass
+class SamplingConfig:
+    """The ``sampling`` config section: where a learned surrogate's training pairs come from."""
+
+    strategy: str = "local_global"
+    """``global`` (model-free pairs over the metric's whole range), ``local`` (the current
+    model's predictions on training data) or ``local_global`` (a mixture)."""
+    local_ratio: float = 0.5
+    """Fraction of local pairs in ``local_global``."""
+    noise: float = 1.0
+    """Largest perturbation of local predictions (each pair draws a scale in [0, noise]): error-rich
+    pairs near the model, even when its own predictions are nearly all right."""
+
+    def validate(self) -> None:
+        SAMPLERS.get(self.strategy)
+        check_range("sampling", self, non_negative=("noise",), unit=("local_ratio",))
 
 
 @dataclass

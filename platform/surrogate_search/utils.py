@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -31,6 +33,18 @@ def is_better(value: float, best: float | None, higher_is_better: bool, min_delt
     return value > best + min_delta if higher_is_better else value < best - min_delta
 
 
+def check_range(section: str, options: Any, *, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                unit: tuple[str, ...] = ()) -> None:
+    """Fail with the dotted key and the value when an option is out of range (NaN never passes)."""
+    for names, ok, what in ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0"),
+                            (unit, lambda v: 0 <= v <= 1, "in [0, 1]")):
+        for name in names:
+            value = getattr(options, name)
+            if not ok(value) or value != value:
+                key = f"{section}.{name}" if section else name
+                raise ValueError(f"post-tuning config: {key} must be {what}, got {value!r}")
+
+
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings as dotted keys: ``{"surrogate": {"width": 8}}`` -> ``{"surrogate.width": 8}``."""
     out: dict[str, Any] = {}
@@ -40,3 +54,19 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def parse_assignments(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["train_size=2000", "dataset=digits"]`` -> ``{"train_size": 2000, "dataset": "digits"}`` (YAML-typed)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        parsed = yaml.safe_load(value)
+        # YAML 1.1 reads `3e-5` (no dot) as a string; on a command line it means a number.
+        options[key] = float(parsed) if isinstance(parsed, str) and _SCIENTIFIC.match(parsed) else parsed
+    return options

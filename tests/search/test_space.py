@@ -45,7 +45,7 @@ def test_local_ratio_exists_only_for_the_local_global_strategy() -> None:
 
 BAD = {
     "unknown key": ({"space": {"surrogate.widht": {"type": "int", "low": 8, "high": 32}}},
-                    "space.surrogate.widht", "unknown post-tuning key"),
+                    "space.surrogate.widht", "unknown key 'surrogate.widht'; known: ["),
     "low above high": ({"space": {"lr": {"type": "float", "low": 0.1, "high": 0.001}}}, "space.lr.low", "0.1"),
     "log with low <= 0": ({"space": {"lr": {"type": "float", "low": 0.0, "high": 0.01, "log": True}}},
                           "space.lr.low", "0.0"),

@@ -7,17 +7,15 @@ import time
 
 import pytest
 
-from surrogate_search.compare import merge_config, task_posttune_defaults
 from surrogate_search.config import PostTuneConfig
 
 
 def tabular_config(**overrides) -> PostTuneConfig:
     from surrogate_search.tasks import get_task
 
-    base = merge_config(task_posttune_defaults(get_task("imbalanced_tabular")),
-                        {"method": "deep_embedding", "steps": 48, "eval_every": 4, "batch_size": 32,
-                         "surrogate": {"warmup_steps": 5, "batch_size": 8}})
-    return PostTuneConfig.from_dict(merge_config(base, overrides))
+    return PostTuneConfig.for_task(get_task("imbalanced_tabular"), {
+        "method": "deep_embedding", "steps": 48, "eval_every": 4, "batch_size": 32,
+        "surrogate": {"warmup_steps": 5, "batch_size": 8}, **overrides})
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ resource planning, a smoke search, ASHA-stopped trials reaching Optuna as PRUNED
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import optuna
@@ -11,15 +12,16 @@ import pytest
 
 from surrogate_search.search import load_space
 from surrogate_search.search.train import read_metrics_log
-from surrogate_search.search.tune import (BEST_CONFIG, STUDY_DB, ResourceError, driver_resources, load_best_config,
-                                          plan_resources, run_search, trial_resources)
+from surrogate_search.search.outcome import BEST_CONFIG, STUDY_DB, load_best_config
+from surrogate_search.search.resources import ResourceError, driver_resources, plan_resources, trial_resources
+from surrogate_search.search.tune import run_search
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOKE = REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"
 GOOD = {"method": "deep_embedding", "surrogate.encoder": "deepsets", "surrogate.width": 16,
-        "surrogate.grad_penalty": 0.1, "proxy_weight": 1.0, "lr": 1.0e-5, "sampling.strategy": "global"}
+        "surrogate.grad_penalty": 0.1, "surrogate.proxy_weight": 1.0, "lr": 1.0e-5, "sampling.strategy": "global"}
 # A learning rate this large wrecks the model within 4 updates: ASHA stops it at its first rung.
-BAD = {**GOOD, "proxy_weight": 0.0, "lr": 0.2}
+BAD = {**GOOD, "surrogate.proxy_weight": 0.0, "lr": 0.2}
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +120,7 @@ def test_trial_stopped_by_asha_reaches_optuna_as_pruned(searched) -> None:
     assert trials[1].intermediate_values == {1: pytest.approx(pruned_rows[0]["val/f1"])}
 
 
-def test_resume_keeps_finished_trials_and_requeues_a_stuck_running_one(searched, base_checkpoint_dir, capfd) -> None:
+def test_resume_keeps_finished_trials_and_requeues_a_stuck_running_one(searched, base_checkpoint_dir, caplog) -> None:
     outcome, search_dir = searched
     spec = smoke_spec(base_checkpoint_dir, **{"budget.trials": 3})
     # What a killed search leaves behind: a trial Optuna handed out but never heard back about.
@@ -126,12 +128,12 @@ def test_resume_keeps_finished_trials_and_requeues_a_stuck_running_one(searched,
     spec.suggest(stuck)
     stuck.set_user_attr("train_run", f"trial_{stuck.number:04d}")
     before = {run: read_metrics_log(search_dir / "train" / run) for run in ("trial_0000", "trial_0001")}
-    capfd.readouterr()
 
-    resumed = run_search(spec, storage=search_dir.parent, resume=True, num_cpus=3, verbose=0,
-                         tracking_uri=tracking_uri(search_dir.parent))
+    with caplog.at_level(logging.INFO, logger="surrogate_search.search.tune"):
+        resumed = run_search(spec, storage=search_dir.parent, resume=True, num_cpus=3, verbose=0,
+                             tracking_uri=tracking_uri(search_dir.parent))
 
-    printed = capfd.readouterr().out
+    printed = caplog.text
     assert f"trial {stuck.number} was RUNNING when the search stopped: marked FAILED" in printed
     assert "2 finished trial(s) kept, 1 to run" in printed
     assert resumed.requeued == [stuck.number]

@@ -42,3 +42,27 @@ def test_anyloss_gradient_pushes_probabilities_the_right_way() -> None:
 def test_unknown_anyloss_metric() -> None:
     with pytest.raises(ValueError, match="unknown metric 'auc'"):
         anyloss(torch.zeros(2), torch.zeros(2), "auc")
+
+
+def test_a_users_confusion_matrix_metric_gets_anyloss_and_weighted_bce(monkeypatch: pytest.MonkeyPatch) -> None:
+    from surrogate_search.metrics import METRICS, ConfusionMatrixMetric
+    from surrogate_search.surrogates import list_methods
+    from surrogate_search.tasks.imbalanced_tabular import ImbalancedTabular
+
+    class Precision(ConfusionMatrixMetric):
+        name = "test_precision"
+
+        def formula(self, tp, fp, fn, tn, eps=0.0):
+            return tp / (tp + fp + eps)
+
+    class PrecisionTask(ImbalancedTabular):
+        name = "test_precision_task"
+        metric_name = "test_precision"
+
+    monkeypatch.setitem(METRICS._factories, "test_precision", Precision)  # registered for this test only
+    task = PrecisionTask(dataset="breast_cancer")
+    assert {"anyloss", "weighted_proxy"} <= set(list_methods(task))
+    p, y = torch.tensor([0.9, 0.8, 0.1]), torch.tensor([1.0, 0.0, 1.0])
+    tp, fp, _, _ = soft_confusion(p, y)
+    assert float(anyloss(p, y, Precision())) == pytest.approx(1 - float(tp / (tp + fp)), rel=1e-5)
+    assert Precision().compute([1, 1, 0], [1, 0, 1]) == pytest.approx(0.5)

@@ -34,7 +34,7 @@ def test_gradient_norms_match_finite_differences() -> None:
 def _deviation_from_unit_gradients(penalty: float) -> float:
     """Train a set-level surrogate on global F1 pairs; mean | ||grad_z e_hat|| - 1 | on fresh pairs."""
     task = get_task("imbalanced_tabular", dataset="breast_cancer")
-    config = PostTuneConfig.from_dict({"method": "deep_embedding", "surrogate": {
+    config = PostTuneConfig.from_dotted({"method": "deep_embedding", "surrogate": {
         "encoder": "deepsets", "grad_penalty": penalty, "width": 16, "depth": 1, "lr": 3e-3}})
     torch.manual_seed(0)
     loss_fn = create_loss(task, config)
@@ -69,7 +69,7 @@ def test_ranks() -> None:
 
 def test_relational_fit_learns_the_order_of_f1() -> None:
     task = get_task("imbalanced_tabular", dataset="breast_cancer")
-    config = PostTuneConfig.from_dict({"method": "relational", "surrogate": {"encoder": "deepsets", "width": 32}})
+    config = PostTuneConfig.from_dotted({"method": "relational", "surrogate": {"encoder": "deepsets", "width": 32}})
     torch.manual_seed(1)
     loss_fn = create_loss(task, config)
     opt = torch.optim.Adam(loss_fn.parameters(), lr=3e-3)

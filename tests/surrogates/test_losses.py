@@ -6,13 +6,12 @@ import pytest
 import torch
 
 from surrogate_search.config import PostTuneConfig
-from surrogate_search.compare import merge_config, task_posttune_defaults
 from surrogate_search.surrogates import LOSSES, create_loss, list_methods
 
 
 def _setup(checkpoint, method: str):
     task = checkpoint.build_task()
-    config = PostTuneConfig.from_dict(merge_config(task_posttune_defaults(task), {"method": method, "proxy_weight": 0.0}))
+    config = PostTuneConfig.for_task(task, {"method": method, "surrogate.proxy_weight": 0.0})
     return task, config, checkpoint.build_model(task), create_loss(task, config)
 
 
@@ -38,12 +37,14 @@ def test_gradients_flow_to_the_model(method: str, which: str, request: pytest.Fi
 def test_methods_that_apply() -> None:
     from surrogate_search.tasks import get_task
 
-    assert list_methods(get_task("synthetic_text")) == ["deep_embedding", "proxy", "relational"]
-    assert list_methods(get_task("imbalanced_tabular")) == ["anyloss", "deep_embedding", "proxy", "relational", "weighted_proxy"]
+    # Registration order: the baselines, then the learned surrogates (the default comparison's order).
+    assert list_methods(get_task("synthetic_text")) == ["proxy", "deep_embedding", "relational"]
+    assert list_methods(get_task("imbalanced_tabular")) == ["proxy", "weighted_proxy", "anyloss", "deep_embedding",
+                                                            "relational"]
 
 
 def test_wrong_encoder_for_the_task_is_named(tabular_checkpoint) -> None:
     task = tabular_checkpoint.build_task()
-    config = PostTuneConfig.from_dict({"method": "deep_embedding", "surrogate": {"encoder": "conv_lstm"}})
+    config = PostTuneConfig.from_dotted({"method": "deep_embedding", "surrogate": {"encoder": "conv_lstm"}})
     with pytest.raises(ValueError, match="set-level metric \\(f1\\); surrogate.encoder must be 'deepsets', got 'conv_lstm'"):
         create_loss(task, config)

@@ -66,12 +66,12 @@ def test_failed_trial_is_failed_with_its_error_and_the_sweep_goes_on(mlflow_serv
                                                                      tabular_checkpoint, tmp_path) -> None:
     uri = mlflow_server.uri
     parent = start_search_run("search-failure", "sweep-3", tracking_uri=uri)
-    bad = PostTuneConfig.from_dict({"method": "proxy", "steps": 2, "batch_size": 128, "lr": -0.5})
+    bad = PostTuneConfig.from_dotted({"method": "proxy", "steps": 2, "batch_size": 128, "lr": -0.5})
     with pytest.raises(ValueError, match="lr must be > 0"):
-        with trial_logger(parent, "trial_bad", bad.flat(), tracking_uri=uri) as trial:
+        with trial_logger(parent, "trial_bad", bad.params(), tracking_uri=uri) as trial:
             tracked_posttune(bad, tabular_checkpoint, trial)
-    good = PostTuneConfig.from_dict({"method": "proxy", "steps": 2, "eval_every": 1, "batch_size": 128})
-    with trial_logger(parent, "trial_good", good.flat(), tracking_uri=uri) as trial:
+    good = PostTuneConfig.from_dotted({"method": "proxy", "steps": 2, "eval_every": 1, "batch_size": 128})
+    with trial_logger(parent, "trial_good", good.params(), tracking_uri=uri) as trial:
         tracked_posttune(good, tabular_checkpoint, trial)
     finish_run(parent, tracking_uri=uri)
 

@@ -14,12 +14,13 @@ Add your own::
 
 from surrogate_search.metrics import classification, edit_distance, iou  # noqa: F401  (registers)
 from surrogate_search.metrics.base import METRICS, Metric, NotDecomposableError, get_metric, list_metrics, register_metric
-from surrogate_search.metrics.classification import confusion_counts
+from surrogate_search.metrics.classification import ConfusionMatrixMetric, confusion_counts
 from surrogate_search.metrics.edit_distance import edit_distances
 from surrogate_search.metrics.iou import box_iou
 
 __all__ = [
     "METRICS",
+    "ConfusionMatrixMetric",
     "Metric",
     "NotDecomposableError",
     "box_iou",

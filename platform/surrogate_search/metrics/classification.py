@@ -6,6 +6,7 @@ AnyLoss baseline evaluates exactly these formulas on a soft confusion matrix.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -63,7 +64,13 @@ def _present_class_recalls(tp: int, fp: int, fn: int, tn: int) -> list[float]:
     return recalls
 
 
-class _BinaryMetric(Metric):
+class ConfusionMatrixMetric(Metric):
+    """A metric of 0/1 predictions that is a function of the confusion matrix (TP, FP, FN, TN).
+
+    ``formula`` must accept soft counts (torch tensors) as well as integers: the AnyLoss and
+    weighted-BCE baselines apply to every such metric, a user's own included, and AnyLoss
+    minimises exactly this formula on a soft confusion matrix."""
+
     higher_is_better = True
     decomposable = False
 
@@ -71,11 +78,16 @@ class _BinaryMetric(Metric):
         return float(self.from_counts(*confusion_counts(predictions, targets)))
 
     def from_counts(self, tp: int, fp: int, fn: int, tn: int) -> float:
-        raise NotImplementedError
+        """The metric of hard counts; override where an empty class needs a defined value."""
+        return float(self.formula(tp, fp, fn, tn))
+
+    @abstractmethod
+    def formula(self, tp: Num, fp: Num, fn: Num, tn: Num, eps: float = 0.0) -> Num:
+        """The metric as arithmetic on the counts; ``eps`` keeps soft-count divisions finite."""
 
 
 @register_metric("f_beta")
-class FBeta(_BinaryMetric):
+class FBeta(ConfusionMatrixMetric):
     """F-beta of the positive class. With no positive target and no positive prediction it is 1.0
     (nothing to find, nothing wrongly found), never a division by zero."""
 
@@ -90,6 +102,9 @@ class FBeta(_BinaryMetric):
         if tp + fp + fn == 0:
             return 1.0
         return float(f_beta_from_counts(tp, fp, fn, self.beta))
+
+    def formula(self, tp: Num, fp: Num, fn: Num, tn: Num, eps: float = 0.0) -> Num:
+        return f_beta_from_counts(tp, fp, fn, self.beta, eps)
 
     def __repr__(self) -> str:
         return f"FBeta(beta={self.beta})"
@@ -106,7 +121,7 @@ class F1(FBeta):
 
 
 @register_metric("balanced_accuracy")
-class BalancedAccuracy(_BinaryMetric):
+class BalancedAccuracy(ConfusionMatrixMetric):
     """Mean of the per-class recalls, over the classes present in the targets."""
 
     name = "balanced_accuracy"
@@ -115,9 +130,12 @@ class BalancedAccuracy(_BinaryMetric):
         recalls = _present_class_recalls(tp, fp, fn, tn)
         return float(np.mean(recalls)) if recalls else 0.0
 
+    def formula(self, tp: Num, fp: Num, fn: Num, tn: Num, eps: float = 0.0) -> Num:
+        return balanced_accuracy_from_counts(tp, fp, fn, tn, eps)
+
 
 @register_metric("gmean")
-class GMean(_BinaryMetric):
+class GMean(ConfusionMatrixMetric):
     """Geometric mean of the per-class recalls, over the classes present in the targets."""
 
     name = "gmean"
@@ -126,9 +144,12 @@ class GMean(_BinaryMetric):
         recalls = _present_class_recalls(tp, fp, fn, tn)
         return float(np.prod(recalls) ** (1 / len(recalls))) if recalls else 0.0
 
+    def formula(self, tp: Num, fp: Num, fn: Num, tn: Num, eps: float = 0.0) -> Num:
+        return gmean_from_counts(tp, fp, fn, tn, eps)
+
 
 @register_metric("accuracy")
-class Accuracy(_BinaryMetric):
+class Accuracy(ConfusionMatrixMetric):
     """Fraction of correct predictions."""
 
     name = "accuracy"
@@ -137,6 +158,9 @@ class Accuracy(_BinaryMetric):
     def from_counts(self, tp: int, fp: int, fn: int, tn: int) -> float:
         total = tp + fp + fn + tn
         return (tp + tn) / total if total else 0.0
+
+    def formula(self, tp: Num, fp: Num, fn: Num, tn: Num, eps: float = 0.0) -> Num:
+        return accuracy_from_counts(tp, fp, fn, tn, eps)
 
     def per_sample(self, predictions: Any, targets: Any) -> np.ndarray:
         check_same_length(predictions, targets, self.name)

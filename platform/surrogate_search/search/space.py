@@ -125,21 +125,21 @@ class SearchSpec:
 
     def trial_config(self, sampled: dict[str, Any]) -> PostTuneConfig:
         """The full post-tuning config of one trial: task defaults, fixed settings, sampled values."""
-        from surrogate_search.compare import merge_config, task_posttune_defaults
         from surrogate_search.tasks import get_task
 
-        defaults = task_posttune_defaults(get_task(self.task, seed=self.task_seed, **self.task_options))
-        return PostTuneConfig.from_dict(merge_config(merge_config(defaults, self.posttune), flatten(sampled))).validate()
+        task = get_task(self.task, seed=self.task_seed, **self.task_options)
+        return PostTuneConfig.for_task(task, {**self.posttune, **sampled})
 
 
 def known_choices() -> dict[str, list[str]]:
     """Settings whose values are registry names: a typo is caught before the search starts."""
     from surrogate_search.sampling import SAMPLERS
     from surrogate_search.surrogates import list_methods
+    from surrogate_search.surrogates.anyloss import confusion_matrix_metrics
     from surrogate_search.surrogates.encoders import ENCODERS
 
     return {"method": list_methods(), "surrogate.encoder": ENCODERS.names(), "sampling.strategy": SAMPLERS.names(),
-            "anyloss.metric": ["f1", "gmean", "balanced_accuracy", "accuracy"], "device": []}
+            "anyloss.metric": confusion_matrix_metrics()}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -200,6 +200,21 @@ class _Validator:
             raise self.fail(key, value, f"must be {kind} {'>' if strict else '>='} {minimum:g}")
         return int(value) if integer else float(value)
 
+    def check_key(self, where: str, key: str, value: Any) -> None:
+        """A post-tuning key that a config accepts; a moved or unknown one fails with the reason."""
+        try:
+            PostTuneConfig.check_key(key)
+        except ValueError as exc:
+            raise self.fail(where, value, str(exc).removeprefix("post-tuning config: ")) from exc
+
+    def posttune(self, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise self.fail("posttune", raw, "expected a mapping of post-tuning settings")
+        fixed = flatten(raw)
+        for key, value in fixed.items():
+            self.check_key(f"posttune.{key}", key, value)
+        return fixed
+
     def spec(self, raw: dict[str, Any]) -> SearchSpec:
         unknown = sorted(set(raw) - TOP_KEYS)
         if unknown:
@@ -228,7 +243,7 @@ class _Validator:
                             f"is better, so the mode must be {default_mode!r}")
 
         budget = self.budget(self.section(raw, "budget", BUDGET_KEYS))
-        fixed = flatten(self.section(raw, "posttune", set(PostTuneConfig().flat()) | {"surrogate", "sampling", "anyloss"}))
+        fixed = self.posttune(raw.get("posttune") or {})
         params = self.params(raw.get("space") or {})
         spec = SearchSpec(path=self.path, name=str(raw.get("name") or self.path.stem), task=task_obj.name,
                           task_options=dict(options), task_seed=int(seed), checkpoint=raw.get("checkpoint"),
@@ -275,13 +290,11 @@ class _Validator:
     def params(self, raw: Any) -> list[Param]:
         if not isinstance(raw, dict) or not raw:
             raise self.fail("space", raw, "expected a non-empty mapping of post-tuning keys to distributions")
-        searchable = set(PostTuneConfig().flat())
         choices = known_choices()
         params: list[Param] = []
         for key, dist in raw.items():
             where = f"space.{key}"
-            if key not in searchable:
-                raise self.fail(where, dist, f"unknown post-tuning key; known: {sorted(searchable)}")
+            self.check_key(where, key, dist)
             if not isinstance(dist, dict):
                 raise self.fail(where, dist, "expected a mapping such as {low: 1e-4, high: 1e-2, log: true} or {choices: [...]}")
             unknown = sorted(set(dist) - PARAM_KEYS)

@@ -60,7 +60,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     from surrogate_search.posttune import WorkerContext, posttune
 
-    config = PostTuneConfig.from_dict(loop_config["config"])
+    config: PostTuneConfig = loop_config["config"]
     checkpoint: BaseCheckpoint = loop_config["checkpoint"]
     ctx = ray.train.get_context()
     rank, world_size = ctx.get_world_rank(), ctx.get_world_size()
@@ -168,7 +168,7 @@ def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: st
                            failure_config=FailureConfig(max_failures=plan.max_failures),
                            checkpoint_config=CheckpointConfig(num_to_keep=2),
                            callbacks=[MetricsLog(Path(storage_path) / name / METRICS_LOG), *(callbacks or [])])
-    loop_config = {"config": config.to_dict(), "checkpoint": checkpoint, "cache_dir": cache_dir,
+    loop_config = {"config": config, "checkpoint": checkpoint, "cache_dir": cache_dir,
                    "threads_per_worker": max(1, int(plan.cpus_per_worker))}
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
                            scaling_config=plan.scaling_config(),

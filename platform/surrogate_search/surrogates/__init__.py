@@ -1,27 +1,45 @@
 """Post-tuning losses: learned surrogates (``deep_embedding``, ``relational``) and fixed baselines
-(``proxy``, ``weighted_proxy``, ``anyloss``), found by name in one registry."""
+(``proxy``, ``weighted_proxy``, ``anyloss``), found by name in one registry.
 
-from surrogate_search.surrogates import anyloss, deep_embedding, proxy, relational  # noqa: F401  (registers)
+Add your own (a plugin module, see README)::
+
+    @register_loss("huber_embedding")
+    class HuberEmbedding(LearnedSurrogateLoss):
+        Options = HuberOptions          # its own section: --set huber_embedding.delta=0.5
+        def fit_loss(self, estimates, errors): ...
+"""
+
+# Registration order is the default comparison's order: baselines first, then learned surrogates.
+from surrogate_search.surrogates import proxy  # noqa: F401, I001  (registers proxy, weighted_proxy)
+from surrogate_search.surrogates import anyloss  # noqa: F401
+from surrogate_search.surrogates import deep_embedding  # noqa: F401
+from surrogate_search.surrogates import relational  # noqa: F401
 from surrogate_search.surrogates.base import (
+    LEARNED_SECTIONS,
     LOSSES,
     PostTuneLoss,
     SurrogateDivergedError,
     create_loss,
     list_methods,
+    loss_class,
     register_loss,
 )
 from surrogate_search.surrogates.encoders import ENCODERS
 from surrogate_search.surrogates.learned import EmbeddingSurrogate, LearnedSurrogateLoss, spearman
+from surrogate_search.surrogates.options import SurrogateConfig
 
 __all__ = [
     "ENCODERS",
+    "LEARNED_SECTIONS",
     "LOSSES",
     "EmbeddingSurrogate",
     "LearnedSurrogateLoss",
     "PostTuneLoss",
+    "SurrogateConfig",
     "SurrogateDivergedError",
     "create_loss",
     "list_methods",
+    "loss_class",
     "register_loss",
     "spearman",
 ]

@@ -2,23 +2,21 @@
 
 Probabilities are sharpened by ``A(p) = 1 / (1 + exp(-L (p - 0.5)))`` so they sit near 0 or 1,
 a soft confusion matrix is built from them (TP = sum y A, FP = sum A - TP, FN = sum y - TP,
-TN = N - sum y - sum A + TP), and the loss is ``1 - metric`` of that matrix, evaluated with the
-same formulas as the hard metric.
+TN = N - sum y - sum A + TP), and the loss is the metric's error on that matrix, evaluated with
+the metric's own formula (:class:`~surrogate_search.metrics.ConfusionMatrixMetric`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from surrogate_search.metrics.classification import (
-    accuracy_from_counts,
-    balanced_accuracy_from_counts,
-    f_beta_from_counts,
-    gmean_from_counts,
-)
+from surrogate_search.metrics import METRICS, ConfusionMatrixMetric, get_metric
 from surrogate_search.surrogates.base import PostTuneLoss, register_loss
-from surrogate_search.surrogates.proxy import is_binary
+from surrogate_search.surrogates.proxy import judged_by_confusion_matrix
 from surrogate_search.tasks import Split, Task
+from surrogate_search.utils import check_range
 
 EPS = 1e-7
 
@@ -39,37 +37,54 @@ def soft_confusion(probabilities: torch.Tensor, targets: torch.Tensor, amplifica
     return tp, fp, fn, tn
 
 
-def anyloss(probabilities: torch.Tensor, targets: torch.Tensor, metric: str = "f1", beta: float = 1.0,
+def confusion_matrix_metrics() -> list[str]:
+    """Registered metrics that AnyLoss can optimise."""
+    return [n for n in METRICS.in_order() if isinstance(METRICS.get(n), type)
+            and issubclass(METRICS.get(n), ConfusionMatrixMetric)]  # type: ignore[arg-type]
+
+
+def anyloss(probabilities: torch.Tensor, targets: torch.Tensor, metric: str | ConfusionMatrixMetric = "f1",
             amplification: float = 73.0) -> torch.Tensor:
-    tp, fp, fn, tn = soft_confusion(probabilities, targets, amplification)
-    if metric == "f1":
-        value = f_beta_from_counts(tp, fp, fn, beta, eps=EPS)
-    elif metric == "gmean":
-        value = gmean_from_counts(tp, fp, fn, tn, eps=EPS)
-    elif metric == "balanced_accuracy":
-        value = balanced_accuracy_from_counts(tp, fp, fn, tn, eps=EPS)
-    elif metric == "accuracy":
-        value = accuracy_from_counts(tp, fp, fn, tn, eps=EPS)
-    else:
-        raise ValueError(f"anyloss: unknown metric {metric!r}; known: f1, gmean, balanced_accuracy, accuracy")
-    return 1.0 - value
+    """The error (``1 - value``, or the value of a lower-is-better metric) of ``metric`` on the
+    soft confusion matrix of ``probabilities`` against 0/1 ``targets``."""
+    if isinstance(metric, str):
+        if metric not in confusion_matrix_metrics():
+            raise ValueError(f"anyloss: unknown metric {metric!r}; known: {', '.join(confusion_matrix_metrics())}")
+        metric = get_metric(metric)  # type: ignore[assignment]
+    assert isinstance(metric, ConfusionMatrixMetric)
+    value = metric.formula(*soft_confusion(probabilities, targets, amplification), eps=EPS)
+    return 1.0 - value if metric.higher_is_better else value
+
+
+@dataclass
+class AnyLossOptions:
+    metric: str | None = None
+    """The confusion-matrix metric to optimise; None: the task's own metric (what it is judged by)."""
+    amplification: float = 73.0
+    """L in ``A(p) = 1 / (1 + exp(-L (p - 0.5)))``; 73 as in the AnyLoss notebooks."""
+
+    def validate(self) -> None:
+        check_range("anyloss", self, positive=("amplification",))
+        if self.metric is not None and self.metric not in confusion_matrix_metrics():
+            raise ValueError(f"post-tuning config: anyloss.metric {self.metric!r} is not a confusion-matrix metric; "
+                             f"known: {', '.join(confusion_matrix_metrics())}")
 
 
 @register_loss("anyloss")
 class AnyLoss(PostTuneLoss):
-    """1 - metric of the soft confusion matrix of a batch (F-beta, G-mean, balanced accuracy, accuracy)."""
+    """The metric's error on the soft confusion matrix of a batch (F1, G-mean, balanced accuracy, ...)."""
 
-    name = "anyloss"
+    Options = AnyLossOptions
 
     def __init__(self, task: Task, config) -> None:  # type: ignore[no-untyped-def]
         super().__init__(task, config)
-        anyloss(torch.zeros(1), torch.zeros(1), config.anyloss.metric)  # fail now on an unknown metric
+        self.metric = get_metric(self.options.metric) if self.options.metric else task.metric
 
     @classmethod
     def supports(cls, task: Task) -> bool:
-        return is_binary(task)
+        return judged_by_confusion_matrix(task)
 
     def model_loss(self, outputs: torch.Tensor, batch: Split) -> tuple[torch.Tensor, dict[str, float]]:
-        c = self.config.anyloss
-        loss = anyloss(self.task.predict(outputs.float()), batch.tensors["targets"], c.metric, c.beta, c.amplification)
+        predictions = self.task.predict(outputs.float())
+        loss = anyloss(predictions, batch.tensors["targets"], self.metric, self.options.amplification)
         return loss, {"anyloss": float(loss.detach())}

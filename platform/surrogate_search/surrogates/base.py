@@ -1,4 +1,10 @@
-"""Post-tuning losses (fixed and learned) and their registry."""
+"""Post-tuning losses (fixed and learned) and their registry.
+
+A loss is a class registered by name. What the rest of the platform needs to know about it, it
+asks the class: whether it is ``learned`` (a surrogate network trained beside the model), which
+tasks it ``supports``, and its ``Options`` (a dataclass: the loss's own config section, reached
+as ``--set <name>.<key>=...``, in YAML search spaces and in MLflow params).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,9 @@ if TYPE_CHECKING:
     from surrogate_search.config import PostTuneConfig
     from surrogate_search.sampling import Pairs
 
+LEARNED_SECTIONS = ("surrogate", "sampling")
+"""Config sections that every learned loss reads (the surrogate network and its training pairs)."""
+
 
 class SurrogateDivergedError(RuntimeError):
     """A surrogate produced NaN or infinity; the model was not updated with it."""
@@ -22,15 +31,22 @@ class SurrogateDivergedError(RuntimeError):
 class PostTuneLoss(nn.Module):
     """What a model is post-tuned with. ``model_loss`` turns model outputs for a batch into the
     scalar that the model's optimizer minimises. Learned losses also ``fit`` their surrogate on
-    fresh (prediction, label, metric) triples between model updates."""
+    fresh (prediction, label, metric) triples between model updates.
+
+    ``Options``, when a loss has settings of its own, is a dataclass; the loss reads its values as
+    ``self.options``, filled from the config section named after the loss.
+    """
 
     name: ClassVar[str]
+    """The registry key; set by :func:`register_loss`."""
     learned: ClassVar[bool] = False
+    Options: ClassVar[type | None] = None
 
     def __init__(self, task: Task, config: PostTuneConfig) -> None:
         super().__init__()
         self.task = task
         self.config = config
+        self.options: Any = config.section(self.name) if self.Options is not None else None
         self.check_supported(task)
 
     @classmethod
@@ -38,9 +54,17 @@ class PostTuneLoss(nn.Module):
         return True
 
     @classmethod
+    def sections(cls) -> list[str]:
+        """The config sections this loss reads, besides the top-level settings."""
+        return [*(LEARNED_SECTIONS if cls.learned else ()), *([cls.name] if cls.Options is not None else [])]
+
+    @classmethod
     def check_supported(cls, task: Task) -> None:
         if not cls.supports(task):
             raise ValueError(f"method {cls.name!r} does not apply to task {task.name!r} (metric {task.metric_name!r})")
+
+    def prepare(self, train: Split) -> None:
+        """Called once with the whole training split before the first update (e.g. class balance)."""
 
     def model_loss(self, outputs: torch.Tensor, batch: Split) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
@@ -54,16 +78,35 @@ class PostTuneLoss(nn.Module):
 
 
 LOSSES: Registry[PostTuneLoss] = Registry("method")
-register_loss = LOSSES.register
+
+
+def register_loss(name: str, *, overwrite: bool = False) -> Any:
+    """Class decorator: register a :class:`PostTuneLoss` under ``name`` (its method name)::
+
+        @register_loss("huber_embedding")
+        class HuberEmbedding(LearnedSurrogateLoss): ...
+    """
+    def decorator(cls: type[PostTuneLoss]) -> type[PostTuneLoss]:
+        if not (isinstance(cls, type) and issubclass(cls, PostTuneLoss)):
+            raise TypeError(f"register_loss({name!r}) decorates a PostTuneLoss subclass, got {cls!r}")
+        cls.name = name
+        return LOSSES.register(name, overwrite=overwrite)(cls)  # type: ignore[return-value]
+
+    return decorator
+
+
+def loss_class(method: str) -> type[PostTuneLoss]:
+    """The class registered as ``method``; an unknown name lists the known ones."""
+    return LOSSES.get(method)  # type: ignore[return-value]
 
 
 def create_loss(task: Task, config: PostTuneConfig) -> PostTuneLoss:
-    return LOSSES.get(config.method)(task, config)  # type: ignore[return-value]
+    return loss_class(config.method)(task, config)
 
 
 def list_methods(task: Task | None = None) -> list[str]:
-    """Registered methods; with ``task``, only those that apply to it."""
-    return [n for n in LOSSES.names() if task is None or LOSSES.get(n).supports(task)]  # type: ignore[attr-defined]
+    """Registered methods in registration order; with ``task``, only those that apply to it."""
+    return [n for n in LOSSES.in_order() if task is None or loss_class(n).supports(task)]
 
 
 def check_finite(value: torch.Tensor, what: str, **context: Any) -> None:

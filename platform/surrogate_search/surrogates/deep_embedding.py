@@ -13,7 +13,6 @@ from surrogate_search.surrogates.learned import LearnedSurrogateLoss
 class DeepEmbedding(LearnedSurrogateLoss):
     """``(e_hat - e)^2 + lambda (||grad_z e_hat|| - 1)^2``: match the metric's value."""
 
-    name = "deep_embedding"
     objective = "regression"
 
     def fit_loss(self, estimates: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:

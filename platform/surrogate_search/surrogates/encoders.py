@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from surrogate_search.config import SurrogateConfig
 from surrogate_search.registry import Registry
+from surrogate_search.surrogates.options import SurrogateConfig
 
 ENCODERS: Registry[nn.Module] = Registry("encoder")
 

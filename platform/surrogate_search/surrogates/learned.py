@@ -65,7 +65,8 @@ def spearman(estimates: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 class LearnedSurrogateLoss(PostTuneLoss):
-    """A surrogate network trained alongside the model. Subclasses give the fitting objective."""
+    """A surrogate network trained alongside the model. Subclasses give the fitting objective
+    (``fit_loss``); the network and its training read the ``surrogate`` and ``sampling`` sections."""
 
     learned = True
     objective: ClassVar[str]
@@ -119,9 +120,9 @@ class LearnedSurrogateLoss(PostTuneLoss):
             keep = (estimates.detach() - errors).abs() <= threshold
             stats["surrogate/kept_fraction"] = float(keep.float().mean())
         loss = (estimates * keep).sum() / keep.sum().clamp_min(1)
-        if self.config.proxy_weight:
+        if self.config.surrogate.proxy_weight:
             proxy = self.task.proxy_loss(outputs, batch)
-            loss = loss + self.config.proxy_weight * proxy
+            loss = loss + self.config.surrogate.proxy_weight * proxy
             stats["proxy_loss"] = float(proxy.detach())
         return loss, stats
 

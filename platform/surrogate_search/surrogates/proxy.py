@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.surrogates.base import PostTuneLoss, register_loss
 from surrogate_search.tasks import Split, Task
 
@@ -13,22 +14,19 @@ from surrogate_search.tasks import Split, Task
 class ProxyContinuation(PostTuneLoss):
     """Keep training with the task's own proxy loss (CTC, BCE) for the same extra budget."""
 
-    name = "proxy"
-
     def model_loss(self, outputs: torch.Tensor, batch: Split) -> tuple[torch.Tensor, dict[str, float]]:
         loss = self.task.proxy_loss(outputs, batch)
         return loss, {"proxy_loss": float(loss.detach())}
 
 
-def is_binary(task: Task) -> bool:
-    return task.metric_name in {"f1", "f_beta", "gmean", "balanced_accuracy", "accuracy"}
+def judged_by_confusion_matrix(task: Task) -> bool:
+    """Whether the task's metric is a function of a binary confusion matrix (F1, G-mean, a user's own)."""
+    return isinstance(task.metric, ConfusionMatrixMetric)
 
 
 @register_loss("weighted_proxy")
 class WeightedBCE(PostTuneLoss):
     """BCE with positives weighted by the negative/positive ratio of the training split."""
-
-    name = "weighted_proxy"
 
     def __init__(self, task: Task, config, pos_weight: float | None = None) -> None:  # type: ignore[no-untyped-def]
         super().__init__(task, config)
@@ -36,9 +34,10 @@ class WeightedBCE(PostTuneLoss):
 
     @classmethod
     def supports(cls, task: Task) -> bool:
-        return is_binary(task)
+        return judged_by_confusion_matrix(task)
 
-    def set_class_balance(self, labels: torch.Tensor) -> None:
+    def prepare(self, train: Split) -> None:
+        labels = train.tensors["targets"]
         positives = float(labels.sum())
         self.pos_weight.fill_((len(labels) - positives) / max(positives, 1.0))
 

@@ -124,6 +124,13 @@ class Task(ABC):
     def train_defaults(self) -> TrainDefaults:
         return TrainDefaults()
 
+    def posttune_defaults(self) -> dict[str, Any]:
+        """Dotted post-tuning settings that suit this task out of the box; a user's overrides win.
+        Set-level metrics need a set encoder and sets large enough to hold positives."""
+        if self.set_level:
+            return {"batch_size": 128, "surrogate.encoder": "deepsets", "surrogate.batch_size": 32}
+        return {"batch_size": 32, "surrogate.encoder": "conv_lstm", "surrogate.batch_size": 64}
+
     @abstractmethod
     def forward(self, model: nn.Module, batch: Split) -> torch.Tensor:
         """Model outputs (logits) for a batch."""

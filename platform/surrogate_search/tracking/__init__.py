@@ -3,10 +3,10 @@
 What is recorded
     One experiment per task (``imbalanced_tabular_breast_cancer``, ``synthetic_text``). A search or
     a comparison is a parent run; each Tune trial, or each method x seed of a comparison, is a
-    nested child run with the flattened config as parameters, metrics at every evaluation step
-    (``objective``, ``val/*``, ``fidelity/*_spearman``, ``fidelity/*_mae``, ``surrogate/*``,
-    ``proxy_loss``, ``loss``), its status (FINISHED / FAILED with an ``error`` tag and
-    ``error.txt`` / KILLED) and tags (``task``, ``method``, ``surrogate``, ``sampling``,
+    nested child run with its config as parameters (the top level and the sections its method
+    reads), metrics at every evaluation step (``objective``, ``val/*``, ``fidelity/*_spearman``,
+    ``fidelity/*_mae``, ``surrogate/*``, ``proxy_loss``, ``loss``), its status (FINISHED / FAILED with an ``error`` tag and
+    ``error.txt`` / KILLED) and tags (``task``, ``method``, ``learned``, ``surrogate``, ``sampling``,
     ``search_id``, ``trial_key``, ``seed``, ``mlflow.source.git.commit``).
 
 The API a search calls (driver, then each trial's rank-0 worker)::
@@ -17,7 +17,7 @@ The API a search calls (driver, then each trial's rank-0 worker)::
     tracking.check_tracking_store(uri)             # fails fast, naming the URI, if the server is down
     parent = tracking.start_search_run(experiment, search_id, params, tracking_uri=uri)
     # ...ship (uri, parent) to the trainable; in the worker:
-    with tracking.trial_logger(parent, trial_key, config.flat(), tags, tracking_uri=uri,
+    with tracking.trial_logger(parent, trial_key, config.params(), tags, tracking_uri=uri,
                                rank=train.get_context().get_world_rank()) as trial:
         ctx = WorkerContext(report=trial.report_hook("val/f1", then=ray_report), ...)
         posttune(config, checkpoint, context=ctx)  # FINISHED on return, FAILED with the error on raise

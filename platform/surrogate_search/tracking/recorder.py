@@ -24,12 +24,12 @@ from surrogate_search.compare import Comparison, compare
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import PostTuneResult, WorkerContext, posttune
 from surrogate_search.sampling import GlobalSampler, LocalSampler, Pairs
-from surrogate_search.surrogates import LearnedSurrogateLoss, create_loss, spearman
+from surrogate_search.surrogates import LearnedSurrogateLoss, create_loss, loss_class, spearman
 from surrogate_search.tasks import Splits, Task
 from surrogate_search.tracking import plots
 from surrogate_search.tracking.runs import TrialLogger, finish_run, start_parent_run, trial_logger
 from surrogate_search.tracking.store import client, resolve_tracking_uri, use_tracking_uri
-from surrogate_search.utils import is_better
+from surrogate_search.utils import flatten, is_better
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def run_tags(task: Task, config: PostTuneConfig) -> dict[str, str]:
 
 
 def method_tags(config: PostTuneConfig) -> dict[str, str]:
-    learned = config.method in ("deep_embedding", "relational")
-    return {"method": config.method, "seed": str(config.seed),
+    learned = loss_class(config.method).learned
+    return {"learned": str(learned).lower(), "method": config.method, "seed": str(config.seed),
             "surrogate": f"{config.method}/{config.surrogate.encoder}" if learned else "none",
             "sampling": config.sampling.strategy if learned else "none"}
 
@@ -74,12 +74,13 @@ def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger:
     higher = task.metric.higher_is_better
     ctx = copy.copy(context) if context is not None else WorkerContext()
     best: dict[str, Any] = {"value": None, "state": None}
+    learned = loss_class(config.method).learned
 
     def keep_best(metrics: dict[str, float], state_fn: Any) -> None:
         value = metrics.get(f"val/{metric}")
         if value is not None and is_better(value, best["value"], higher):
             best["value"] = value
-            if config.method in ("deep_embedding", "relational"):
+            if learned:
                 best["state"] = {k: v.detach().cpu().clone() for k, v in state_fn()["loss_fn"].items()}
         if context is not None and context.report is not None:
             context.report(metrics, state_fn)
@@ -175,7 +176,7 @@ class TrackedComparison:
     tracking_uri: str
 
 
-def tracked_compare(checkpoint: BaseCheckpoint, base_config: dict[str, Any] | None = None, *,
+def tracked_compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = None, *,
                     methods: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
                     cache_dir: str | None = None, experiment: str | None = None, tracking_uri: str | None = None,
                     comparison_id: str | None = None) -> TrackedComparison:
@@ -183,6 +184,10 @@ def tracked_compare(checkpoint: BaseCheckpoint, base_config: dict[str, Any] | No
     with one child per method and seed. The same ``comparison_id`` resumes into the same runs."""
     uri = resolve_tracking_uri(tracking_uri)
     task = checkpoint.build_task()
+    # A typo in a method or a setting fails here, before a comparison run exists in MLflow.
+    for method in methods or ():
+        loss_class(method)
+    PostTuneConfig.for_task(task, overrides)
     experiment = experiment or task_experiment_name(task)
     comparison_id = comparison_id or f"compare-{uuid.uuid4().hex[:8]}"
     parent = start_parent_run(experiment, comparison_id, kind="comparison", tracking_uri=uri,
@@ -190,20 +195,20 @@ def tracked_compare(checkpoint: BaseCheckpoint, base_config: dict[str, Any] | No
                                     "higher_is_better": str(task.metric.higher_is_better),
                                     "checkpoint": str(checkpoint.path or "")},
                               params={"methods": ",".join(methods or ["default"]), "seeds": ",".join(map(str, seeds)),
-                                      **{f"base.{k}": v for k, v in (base_config or {}).items()}})
+                                      **{f"base.{k}": v for k, v in flatten(overrides or {}).items()}})
     splits = task.load_splits(cache_dir)
     recorded: dict[tuple[str, int], Recorded] = {}
 
     def run(config: PostTuneConfig, ckpt: BaseCheckpoint) -> PostTuneResult:
         tags = {**run_tags(task, config), "run_kind": "comparison_run"}
-        logger = trial_logger(parent, f"{config.method}-seed{config.seed}", params=config.flat(), tags=tags,
+        logger = trial_logger(parent, f"{config.method}-seed{config.seed}", params=config.params(), tags=tags,
                               tracking_uri=uri, run_name=f"{config.method} seed {config.seed}")
         with logger:
             recorded[(config.method, config.seed)] = tracked_posttune(config, ckpt, logger, splits=splits, log_model=False)
         return recorded[(config.method, config.seed)].result
 
     try:
-        result = compare(checkpoint, base_config, methods=methods, seeds=seeds, cache_dir=cache_dir, run=run)
+        result = compare(checkpoint, overrides, methods=methods, seeds=seeds, cache_dir=cache_dir, run=run)
         _record_comparison(uri, parent, task, checkpoint, splits, result, recorded)
     except Exception:
         finish_run(parent, "FAILED", tracking_uri=uri)
@@ -224,7 +229,7 @@ def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckp
         summary.update({f"{row['method']}/test_mean": row["mean"], f"{row['method']}/test_std": row["std"],
                         f"{row['method']}/vs_proxy_pct": row["vs_proxy_pct"]})
     logger.log(summary, step=0)
-    logger.log_dict(result.config, "config.yaml")
+    logger.log_dict(result.config.to_dict(), "config.yaml")
     logger.log_text(result.table() + "\n", "comparison.txt")
     logger.log_dict({"task": result.task, "metric": metric, "higher_is_better": higher, "base_test": result.base_test,
                      "rows": result.rows()}, "comparison.json")
@@ -243,7 +248,7 @@ def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckp
     if learned:
         sign = 1.0 if higher else -1.0
         (method, seed), best = max(learned, key=lambda item: sign * item[1].result.val[metric])
-        config = PostTuneConfig.from_dict({**result.config, "method": method, "seed": seed})
+        config = result.config.replace(method=method, seed=seed)
         model_uri = log_surrogate(TrialLogger(uri, best.run_id, parent), task, config, best.surrogate_state or {},
                                   checkpoint=checkpoint, splits=splits)
         logger.set_tags({"best_surrogate_run_id": best.run_id, "best_surrogate_model_uri": model_uri,

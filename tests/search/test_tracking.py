@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from surrogate_search.tracking.search import SEARCH_ID_FILE, search_key
+from surrogate_search.search.tracking import SEARCH_ID_FILE, search_key
 
 
 def test_resume_finds_the_same_parent_and_a_new_search_in_a_recreated_folder_does_not(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 from ray.train import UserCallback
 
 from surrogate_search.config import PostTuneConfig
-from surrogate_search.search.tune import BEST_CONFIG, SearchOutcome, train_run_name
+from surrogate_search.search.outcome import BEST_CONFIG, SearchOutcome, train_run_name
 from surrogate_search.tracking.recorder import method_tags, task_experiment_name
 from surrogate_search.tracking.runs import PARENT_TAG, TRIAL_TAG, TrialLogger, finish_run, start_search_run, trial_logger
 from surrogate_search.tracking.store import client
@@ -97,7 +97,7 @@ class SearchTracking:
         """The child run of one trial, FINISHED when the block returns, FAILED with the error when
         it raises; plus the Ray Train callback that fills it."""
         tags = {**self.task_tags, **method_tags(config)}
-        with trial_logger(self.parent_run_id, run_name, config.flat(), tags, tracking_uri=self.tracking_uri,
+        with trial_logger(self.parent_run_id, run_name, config.params(), tags, tracking_uri=self.tracking_uri,
                           run_name=run_name) as run:
             yield run, ReportToMlflow(run, self.objective)
 

@@ -1,0 +1,106 @@
+"""What a search leaves behind and the facts its parts share: the folder layout, the name of a
+trial's run, the keys of its reports, and :class:`SearchOutcome` with ``best_config.yaml``.
+
+One search lives in one folder, ``<storage>/<space name>/``::
+
+    optuna.db          the Optuna study (TPE; every trial's parameters, intermediate values, state)
+    tune_<n>/          Ray Tune's experiment folder of the n-th (re)start of the search (and the
+                       Tune checkpoints of inline trials)
+    train/trial_0003/  the run of Optuna trial 3: metrics.jsonl, and a Ray Train run's checkpoints
+    best_config.yaml   the best trial's post-tuning settings, for ``surrogate-search compare --from-search``
+    mlflow_search_id   the key of the search's MLflow parent run (with tracking on)
+
+Imports no Ray, Optuna or MLflow: the search's MLflow recording and the CLI read these facts too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from surrogate_search.search.space import SearchSpec
+
+STUDY_DB = "optuna.db"
+BEST_CONFIG = "best_config.yaml"
+TRAIN_DIR = "train"
+RUN_KEY = "__train_run"
+"""Config key through which the searcher tells a trial the name of its Ray Train run."""
+FINAL_KEY = "final"
+"""1.0 in the last row a post-tuning run reports; a trial whose last row lacks it was stopped early."""
+
+
+def train_run_name(trial: Any) -> str:
+    """The Ray Train run (and MLflow child run) of an Optuna trial: ``trial_0003``, or the name a
+    re-queued trial inherited from the interrupted one."""
+    return trial.user_attrs.get("train_run") or f"trial_{trial.number:04d}"
+
+
+@dataclass
+class SearchOutcome:
+    """What a finished search found."""
+
+    search_dir: Path
+    metric: str
+    mode: str
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_config: dict[str, Any]
+    """Full post-tuning settings of the best trial (what ``best_config.yaml`` holds)."""
+    best_run: str | None
+    states: dict[str, int] = field(default_factory=dict)
+    """Optuna trial states over the whole study: ``{"COMPLETE": 3, "PRUNED": 1}``."""
+    requeued: list[int] = field(default_factory=list)
+    """Optuna trial numbers found RUNNING on resume, marked FAILED and re-queued."""
+    mlflow: dict[str, str] = field(default_factory=dict)
+    """Where the search was recorded (``experiment``, ``run_id`` of its parent run, ``tracking_uri``)."""
+
+    def summary(self) -> str:
+        states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.states.items()))
+        if self.best_value is None:
+            return f"search {self.search_dir}: no trial finished ({states})"
+        params = "\n".join(f"  {k}: {v!r}" for k, v in sorted(self.best_params.items()))
+        return (f"search {self.search_dir}: {states}\n"
+                f"best trial {self.best_run}: {self.metric} = {self.best_value:.4f} ({self.mode})\n{params}\n"
+                f"best configuration: {self.search_dir / BEST_CONFIG}")
+
+
+def summarize(spec: SearchSpec, study: Any, search_dir: Path) -> SearchOutcome:
+    """Best trial of the study; writes ``best_config.yaml`` when there is one."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        return SearchOutcome(search_dir, spec.metric, spec.mode, None, {}, {}, None, states)
+    best = (max if spec.mode == "max" else min)(complete, key=lambda t: t.value)
+    config = spec.trial_config(best.params).to_dict()
+    run = best.user_attrs.get("train_run")
+    document = {"search": spec.name, "space": str(spec.path), "task": {"name": spec.task, "options": spec.task_options,
+                                                                        "seed": spec.task_seed},
+                "checkpoint": spec.checkpoint, "objective": {"metric": spec.metric, "mode": spec.mode,
+                                                             "value": float(best.value)},
+                "trial": best.number, "train_run": run, "params": dict(best.params), "posttune": config}
+    (search_dir / BEST_CONFIG).write_text(
+        f"# Best trial of {spec.path}. Compare it with the baselines:\n"
+        f"#   surrogate-search compare --from-search {search_dir / BEST_CONFIG}\n"
+        + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return SearchOutcome(search_dir, spec.metric, spec.mode, float(best.value), dict(best.params), config, run, states)
+
+
+def load_best_config(path: str | Path) -> dict[str, Any]:
+    """Read a search's ``best_config.yaml`` (or the search folder holding it)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / BEST_CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"no {BEST_CONFIG} at {path}: has the search finished a trial?")
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or "posttune" not in document or "task" not in document:
+        raise ValueError(f"{path}: not a search's {BEST_CONFIG} (expected 'task' and 'posttune' sections)")
+    return document
