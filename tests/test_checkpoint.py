@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import pickle
+import shlex
+
 import pytest
 import torch
 
-from surrogate_search.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from surrogate_search.tasks import get_task
+from surrogate_search.checkpoint import CheckpointError, labels_fingerprint, load_checkpoint, save_checkpoint
+from surrogate_search.tasks import TASKS, get_task
 
 
 @pytest.fixture()
@@ -32,22 +35,70 @@ def test_missing_checkpoint_says_how_to_make_one(tmp_path) -> None:
         load_checkpoint(tmp_path / "nowhere")
 
 
-def test_corrupt_checkpoint(tmp_path) -> None:
+def assert_refused_safely(message: str, file) -> None:
+    """What a user reads for a file that is not ours: what it is, the path, how to get a good one,
+    and never torch's advice to load it with weights_only=False."""
+    assert f"{file} is not a valid surrogate-search checkpoint" in message
+    assert "surrogate-search pretrain --task" in message
+    assert "weights_only" not in message
+
+
+@pytest.mark.parametrize("content", ["garbage", "empty", "truncated"])
+def test_corrupt_checkpoint_is_refused_with_what_to_do(saved, tmp_path, content) -> None:
+    _, _, good = saved
+    data = good.read_bytes()
     bad = tmp_path / "model.pt"
-    bad.write_bytes(b"not a zip file at all")
-    with pytest.raises(CheckpointError, match="corrupt or not a surrogate-search checkpoint"):
-        load_checkpoint(bad)
+    bad.write_bytes({"garbage": b"not a zip file at all", "empty": b"", "truncated": data[:len(data) // 2]}[content])
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(bad, expected_task="imbalanced_tabular")
+    assert_refused_safely(str(error.value), bad)
+    assert "empty, truncated, damaged or not a torch checkpoint" in str(error.value)
+    assert "pretrain --task imbalanced_tabular" in str(error.value)
 
 
-def test_foreign_pickle_is_refused_without_running_it(tmp_path) -> None:
-    class Evil:
-        def __reduce__(self):
-            return (exec, ("raise SystemExit('code ran')",))
+class Malicious:
+    """Unpickling this creates ``marker``: what a planted checkpoint would do with a shell command."""
 
-    path = tmp_path / "model.pt"
-    torch.save({"format": "surrogate-search/base-model/v1", "payload": Evil()}, path)
-    with pytest.raises(CheckpointError, match="corrupt or not a surrogate-search checkpoint"):
-        load_checkpoint(path)
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("layout", ["torch.save", "bare pickle"])
+def test_malicious_pickle_is_refused_without_running_it(tmp_path, layout) -> None:
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "base" / "model.pt"
+    path.parent.mkdir()
+    payload = {"format": "surrogate-search/base-model/v1", "payload": Malicious(marker)}
+    if layout == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))  # torch's unpickler reads protocol 2 up to the import
+        # The file is truly malicious: an ordinary unpickler runs it.
+        control = tmp_path / "control"
+        pickle.loads(pickle.dumps(Malicious(control))).close()
+        assert control.exists()
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path.parent)
+    assert not marker.exists()
+    assert_refused_safely(str(error.value), path)
+    assert "it asks to import io.open, which a checkpoint never needs" in str(error.value)
+    assert error.value.__cause__ is None  # no chained torch error repeating its advice in a traceback
+
+
+def test_cli_refuses_a_malicious_checkpoint_with_one_line(tmp_path, capsys) -> None:
+    from surrogate_search.cli import main
+
+    marker = tmp_path / "code_ran"
+    torch.save({"format": "surrogate-search/base-model/v1", "payload": Malicious(marker)}, tmp_path / "model.pt")
+    code = main(["posttune", "--task", "imbalanced_tabular", "--option", "dataset=breast_cancer",
+                 "--checkpoint", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and not marker.exists()
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert_refused_safely(err, tmp_path / "model.pt")
 
 
 def test_other_format_is_named(tmp_path) -> None:
@@ -61,3 +112,56 @@ def test_checkpoint_from_another_task_is_refused(saved) -> None:
     _, _, path = saved
     with pytest.raises(CheckpointError, match="trained for task 'imbalanced_tabular', not 'synthetic_text'"):
         load_checkpoint(path, expected_task="synthetic_text")
+
+
+def test_checkpoint_of_an_older_task_version_is_refused_with_the_command_that_fixes_it(saved, monkeypatch, capsys) -> None:
+    from surrogate_search.cli import main
+
+    _, _, path = saved
+    assert load_checkpoint(path).task_version == 1
+    # The task's labelling changes, and its author bumps the version as Task.version asks.
+    monkeypatch.setattr(TASKS.get("imbalanced_tabular"), "version", 2)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path, expected_task="imbalanced_tabular")
+    message = str(error.value)
+    assert f"checkpoint {path} was pretrained for version 1 of task 'imbalanced_tabular'" in message
+    assert "this code defines version 2" in message
+    command = message.split("`")[-2]
+    assert command == (f"surrogate-search pretrain --task imbalanced_tabular --option dataset=breast_cancer "
+                       f"--data-seed 4 --out {path.parent}")
+    # The command, run as given (with a short budget), gives a checkpoint that loads.
+    assert main([*shlex.split(command)[1:], "--max-epochs", "2"]) == 0
+    capsys.readouterr()
+    reloaded = load_checkpoint(path, expected_task="imbalanced_tabular")
+    assert reloaded.task_version == 2 and reloaded.task_seed == 4
+
+
+def test_checkpoint_without_a_version_loads_as_version_1(saved, monkeypatch) -> None:
+    _, _, path = saved
+    payload = torch.load(path, weights_only=True)
+    del payload["task_version"], payload["data_fingerprint"]  # as written before these fields existed
+    torch.save(payload, path)
+    old = load_checkpoint(path)
+    assert old.task_version == 1 and old.data_fingerprint is None
+    old.check_labels([0, 1, 1])  # nothing recorded, nothing to compare
+    monkeypatch.setattr(TASKS.get("imbalanced_tabular"), "version", 2)
+    with pytest.raises(CheckpointError, match="pretrained for version 1 of task 'imbalanced_tabular'"):
+        load_checkpoint(path)
+
+
+def test_changed_validation_labels_are_refused(tmp_path) -> None:
+    task = get_task("imbalanced_tabular", dataset="breast_cancer")
+    labels = task.load_splits().val.labels
+    path = save_checkpoint(tmp_path / "base", task, task.build_model(), task.default_model_options(),
+                           data_fingerprint=labels_fingerprint(labels))
+    checkpoint = load_checkpoint(path)
+    checkpoint.check_labels(list(labels))  # same data: accepted
+    relabelled = [1 - label for label in labels]
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.check_labels(relabelled)
+    message = str(error.value)
+    assert f"checkpoint {path} was pretrained on other data than task 'imbalanced_tabular'" in message
+    assert f"fingerprint {labels_fingerprint(labels)}, they have {labels_fingerprint(relabelled)}" in message
+    assert f"surrogate-search pretrain --task imbalanced_tabular --option dataset=breast_cancer --out {path.parent}" in message
+    with pytest.raises(CheckpointError):
+        checkpoint.check_labels(labels[:-1])  # a different split size

@@ -2,10 +2,20 @@
 
 Saved with ``torch.save`` as plain dicts, tensors and numbers, so they load with
 ``torch.load(..., weights_only=True)``: a checkpoint from elsewhere cannot run code.
+
+A checkpoint also records the version of its task's data definition (``Task.version``) and,
+when the caller passes one, a fingerprint of the validation labels: a base model trained before
+the task's data or labelling changed is refused instead of being post-tuned into nonsense.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import pickle
+import re
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,14 +23,41 @@ from typing import Any
 import torch
 from torch import nn
 
-from surrogate_search.tasks import Task, get_task
+from surrogate_search.tasks import TASKS, Task, get_task
 
 FORMAT = "surrogate-search/base-model/v1"
 FILENAME = "model.pt"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or belongs to another task."""
+    """A checkpoint is missing, corrupt, belongs to another task, or to an older definition of its task."""
+
+
+def pretrain_command(task_name: str, task_options: dict[str, Any], task_seed: int, out: str | Path) -> str:
+    """The ``surrogate-search pretrain`` command line that (re)trains this base checkpoint."""
+    words = ["surrogate-search", "pretrain", "--task", task_name]
+    for key, value in sorted(task_options.items()):
+        words += ["--option", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
+    if task_seed:
+        words += ["--data-seed", str(task_seed)]
+    return shlex.join([*words, "--out", str(out)])
+
+
+def labels_fingerprint(labels: Sequence[Any]) -> str:
+    """A short hash of a split's labels (in order): it changes when the labelling, the split sizes or
+    the split seed change. Pass ``labels_fingerprint(splits.val.labels)`` to ``save_checkpoint`` and
+    check it with ``BaseCheckpoint.check_labels`` once the splits are loaded."""
+    plain = [label.item() if hasattr(label, "item") else label for label in labels]  # numpy/torch scalars hash as numbers
+    text = json.dumps([label if isinstance(label, (str, int, float, bool)) else str(label) for label in plain])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def task_version(task_name: str) -> int | None:
+    """The registered task's current ``version``; None for a task not registered in this process
+    (its plugin not loaded): building it fails later with the known names."""
+    if task_name not in TASKS:
+        return None
+    return int(getattr(TASKS.get(task_name), "version", 1))
 
 
 @dataclass
@@ -32,6 +69,27 @@ class BaseCheckpoint:
     state_dict: dict[str, torch.Tensor]
     metrics: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    task_version: int = 1
+    """``Task.version`` when the checkpoint was saved (1 for checkpoints older than the field)."""
+    data_fingerprint: str | None = None
+    """``labels_fingerprint`` of the validation labels when saved; None if the saver gave none."""
+
+    def pretrain_command(self) -> str:
+        out = self.path.parent if self.path is not None else f"runs/base_{self.task_name}"
+        return pretrain_command(self.task_name, self.task_options, self.task_seed, out)
+
+    def check_labels(self, labels: Sequence[Any]) -> None:
+        """Raise ``CheckpointError`` if ``labels`` (the task's validation labels as loaded now) are not
+        the ones the base model was trained against. A checkpoint saved without a fingerprint passes."""
+        if self.data_fingerprint is None:
+            return
+        now = labels_fingerprint(labels)
+        if now != self.data_fingerprint:
+            raise CheckpointError(
+                f"checkpoint {self.path} was pretrained on other data than task {self.task_name!r} "
+                f"(options {self.task_options}, data seed {self.task_seed}) gives now: its validation labels had "
+                f"fingerprint {self.data_fingerprint}, they have {now} (the labelling, split sizes or data changed). "
+                f"Pretrain the base again: `{self.pretrain_command()}`")
 
     def build_task(self) -> Task:
         return get_task(self.task_name, seed=self.task_seed, **self.task_options)
@@ -50,12 +108,17 @@ def checkpoint_file(path: str | Path) -> Path:
 
 
 def save_checkpoint(path: str | Path, task: Task, model: nn.Module, model_options: dict[str, Any],
-                    metrics: dict[str, Any] | None = None) -> Path:
+                    metrics: dict[str, Any] | None = None, *, data_fingerprint: str | None = None) -> Path:
+    """Write ``path/model.pt`` (atomically): the weights, what rebuilds the task and model, the
+    task's ``version`` and, if given, ``data_fingerprint`` (``labels_fingerprint`` of the validation
+    labels the model was selected on)."""
     file = checkpoint_file(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "task": task.name,
+        "task_version": int(type(task).version),
+        "data_fingerprint": data_fingerprint,
         "task_seed": task.seed,
         "task_options": dict(task.options),
         "model_options": dict(model_options),
@@ -68,21 +131,41 @@ def save_checkpoint(path: str | Path, task: Task, model: nn.Module, model_option
     return file
 
 
+def _unreadable_reason(exc: BaseException) -> str:
+    """Why torch could not read a file, in our words. Torch's own message for a refused pickle
+    advises retrying with ``weights_only=False`` or allow-listing the object, either of which would
+    run the code of a file from elsewhere: it is never shown."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+    if found:
+        return f"it asks to import {found.group(1)}, which a checkpoint never needs (it may be malicious)"
+    return "the file is empty, truncated, damaged or not a torch checkpoint"
+
+
 def load_checkpoint(path: str | Path, expected_task: str | None = None) -> BaseCheckpoint:
-    """Load a base checkpoint; ``expected_task`` guards against using one task's model for another."""
+    """Load a base checkpoint; ``expected_task`` guards against using one task's model for another.
+
+    Refused with ``CheckpointError``: a missing file, anything that is not a checkpoint written by
+    ``save_checkpoint`` (nothing in it is run), another task's checkpoint, and a checkpoint saved for
+    another ``version`` of its task than the registered one (a checkpoint without the field counts
+    as version 1)."""
     file = checkpoint_file(path)
     if not file.exists():
         raise CheckpointError(f"no checkpoint at {file} (train one with `surrogate-search pretrain --task TASK --out {file.parent}`)")
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights-only errors all mean "not a checkpoint we can trust"
-        raise CheckpointError(f"checkpoint {file} is corrupt or not a surrogate-search checkpoint: {exc}") from exc
+        # `from None`: the chained torch error would repeat its advice to load with weights_only=False.
+        raise CheckpointError(
+            f"{file} is not a valid surrogate-search checkpoint: {_unreadable_reason(exc)}. It was refused and "
+            f"nothing in it was run; do not load it any other way. Make a good one with "
+            f"`surrogate-search pretrain --task {expected_task or 'TASK'} --out {file.parent}` "
+            f"(or copy model.pt again from the folder it was pretrained in).") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"checkpoint {file} has format {found!r}, expected {FORMAT!r}")
     if expected_task is not None and payload["task"] != expected_task:
         raise CheckpointError(f"checkpoint {file} was trained for task {payload['task']!r}, not {expected_task!r}")
-    return BaseCheckpoint(
+    checkpoint = BaseCheckpoint(
         task_name=payload["task"],
         task_seed=int(payload["task_seed"]),
         task_options=dict(payload["task_options"]),
@@ -90,4 +173,14 @@ def load_checkpoint(path: str | Path, expected_task: str | None = None) -> BaseC
         state_dict=payload["state_dict"],
         metrics=dict(payload.get("metrics", {})),
         path=file,
+        task_version=int(payload.get("task_version", 1)),
+        data_fingerprint=payload.get("data_fingerprint"),
     )
+    current = task_version(checkpoint.task_name)
+    if current is not None and current != checkpoint.task_version:
+        raise CheckpointError(
+            f"checkpoint {file} was pretrained for version {checkpoint.task_version} of task "
+            f"{checkpoint.task_name!r}, but this code defines version {current}: the task's data or labelling "
+            f"changed, and a base model trained on the old definition is wrong for the new one. Pretrain the "
+            f"base again: `{checkpoint.pretrain_command()}`")
+    return checkpoint

@@ -1,10 +1,19 @@
-"""``jobs/search.py`` submitted as a Ray job to a real two-node cluster (two ``ray start`` nodes on
-this machine, token authentication on): the job succeeds and a trial's workers span both nodes."""
+"""``jobs/search.py`` submitted with ``ray job submit`` to a real two-node cluster (two ``ray start``
+nodes on this machine, token authentication on): a client without the cluster's token, or with a
+wrong one, is refused and submits nothing; with the token the job succeeds and a trial's workers
+span both nodes.
+
+Time (each test, with the fixtures it sets up or tears down, must stay inside pytest's 600 s on a
+loaded 2-core machine): the cluster gets at most ``CLUSTER_UP_S`` to start, each refused
+submission 60 s, the job ``JOB_S``, and stopping ``STOP_S``; each phase's seconds are printed. The
+nodes skip Ray's 30 s drain on SIGTERM (nothing here serves traffic).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,12 +22,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
+CLUSTER_UP_S = 150
+JOB_S = 300
+STOP_S = 30
+REFUSED_ENTRYPOINT = "echo submitted-without-a-valid-token"
 
 
 def free_port() -> int:
@@ -27,28 +41,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Stop a ``ray start --block`` we started, then anything left in its process group."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+def processes_mentioning(*texts: str) -> dict[int, str]:
+    """Live processes whose command line mentions one of ``texts`` (a node's own temp folder: every
+    process of that node carries it), pid -> command line."""
+    found = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            process.wait(timeout=30)
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(text in line for text in texts) and int(cmdline.parent.name) != os.getpid():
+            found[int(cmdline.parent.name)] = line
+    return found
+
+
+def stop_nodes(processes: list[subprocess.Popen], temps: list[str]) -> None:
+    """Stop the ``ray start --block`` processes we started, all at once, then anything left in
+    their process groups or still running from their temp folders (by pid, never by name)."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_S
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid, line in processes_mentioning(*temps).items():
+        print(f"killing a process of the test cluster left running: {pid} {line[:200]}")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
-@pytest.fixture
-def two_node_cluster(ray_token: str) -> Iterator[dict]:
+@dataclass
+class Cluster:
+    address: str
+    """The dashboard's address, as ``ray job submit --address`` takes it."""
+    node_ids: set[str]
+    env: dict[str, str]
+    """This process's environment with the cluster's token: what an authorised user has."""
+
+
+@pytest.fixture(scope="module")
+def two_node_cluster(ray_token: str) -> Iterator[Cluster]:
+    started_at = time.monotonic()
     temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths have a length limit
     # Each node its own temp dir, as on separate machines: nodes sharing one would share (and
     # garbage-collect) each other's runtime_resources, the job's working_dir included.
     temp2 = tempfile.mkdtemp(prefix="rs", dir="/tmp")
     port, dashboard = free_port(), free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": ray_token,
+           # SIGTERM otherwise waits up to 30 s per node for Serve-style draining: nothing to drain here.
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+           # A job's `python` is the nodes' own, as on a cluster whose nodes have the dependencies installed.
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     common = ["--block", "--num-cpus=2", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     started: list[subprocess.Popen] = []
     logs = Path(temp) / "nodes.log"
@@ -61,13 +113,13 @@ def two_node_cluster(ray_token: str) -> Iterator[dict]:
             from ray.util.state import list_nodes
 
             nodes: list = []
-            deadline = time.monotonic() + 180
+            deadline = time.monotonic() + CLUSTER_UP_S
             while time.monotonic() < deadline:
                 if len(started) == 1:
                     try:
                         list_nodes(address=address)
                     except Exception:
-                        time.sleep(2)
+                        time.sleep(1)
                         continue
                     started.append(subprocess.Popen([RAY, "start", f"--address=127.0.0.1:{port}", f"--temp-dir={temp2}",
                                                      *common], env=env,
@@ -75,47 +127,76 @@ def two_node_cluster(ray_token: str) -> Iterator[dict]:
                 nodes = [n for n in list_nodes(address=address) if n.state == "ALIVE"]
                 if len(nodes) == 2:
                     break
-                time.sleep(2)
+                time.sleep(1)
             assert len(nodes) == 2, f"cluster did not come up: {logs.read_text(errors='replace')[-3000:]}"
-            yield {"address": address, "node_ids": {n.node_id for n in nodes}, "temp": Path(temp)}
+            print(f"two-node cluster up in {time.monotonic() - started_at:.0f}s")
+            yield Cluster(address, {n.node_id for n in nodes}, env)
     finally:
-        for process in reversed(started):
-            stop(process)
+        stopping = time.monotonic()
+        stop_nodes(started, [temp, temp2])
+        print(f"cluster stopped in {time.monotonic() - stopping:.0f}s")
         shutil.rmtree(temp, ignore_errors=True)
         shutil.rmtree(temp2, ignore_errors=True)
 
 
+def without_token(env: dict[str, str], home: Path) -> dict[str, str]:
+    """A user's environment that has no Ray token: no RAY_AUTH_* variable, and a home folder without
+    ``~/.ray/auth_token``."""
+    return {**{k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}, "HOME": str(home)}
+
+
 @pytest.mark.slow
-def test_search_job_runs_on_a_two_node_cluster(two_node_cluster, tmp_path) -> None:
+def test_a_client_without_the_token_is_refused(two_node_cluster: Cluster, tmp_path: Path) -> None:
+    from ray.job_submission import JobSubmissionClient
+
+    no_token = without_token(two_node_cluster.env, tmp_path)
+    wrong_token = {**no_token, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    for env, expected in ((no_token, "Unauthorized: Missing authentication token"),
+                          (wrong_token, "Forbidden: Invalid authentication token")):
+        done = subprocess.run([RAY, "job", "submit", "--address", two_node_cluster.address, "--no-wait", "--",
+                               *REFUSED_ENTRYPOINT.split()], env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+        out = done.stdout + done.stderr
+        assert done.returncode != 0, out[-3000:]
+        assert expected in out, out[-3000:]
+        assert "submitted successfully" not in out
+    # Nothing reached the cluster: the token's holder sees no such job.
+    client = JobSubmissionClient(two_node_cluster.address)
+    assert not [job for job in client.list_jobs() if job.entrypoint == REFUSED_ENTRYPOINT]
+
+
+@pytest.mark.slow
+def test_search_job_runs_on_a_two_node_cluster(two_node_cluster: Cluster, tabular_checkpoint, tmp_path: Path) -> None:
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from surrogate_search.pretrain import pretrain
-    from surrogate_search.tasks import get_task
-
-    base = tmp_path / "base"
-    pretrain(get_task("imbalanced_tabular", dataset="breast_cancer"), base, max_epochs=30, patience=5)
+    base = tabular_checkpoint.path.parent
     storage = tmp_path / "searches"
-    client = JobSubmissionClient(two_node_cluster["address"])
+    submission_id = f"search-{secrets.token_hex(4)}"
     # The command a user types, with overrides that keep it short: one trial whose two workers
     # are spread over the two nodes.
-    entrypoint = (f"{sys.executable} jobs/search.py search_spaces/tabular_f1_smoke.yaml --set checkpoint={base} "
-                  f"--set budget.trials=1 --set budget.placement=SPREAD --set posttune.steps=8 --storage {storage}")
-    job = client.submit_job(entrypoint=entrypoint,
-                            runtime_env={"working_dir": str(REPO_ROOT), "excludes": [".git", "runs", "*.db"]})
-    deadline = time.monotonic() + 480
-    status = client.get_job_status(job)
-    while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.monotonic() < deadline:
-        time.sleep(3)
-        status = client.get_job_status(job)
-    logs = client.get_job_logs(job)
-    if status != JobStatus.SUCCEEDED:
-        client.stop_job(job)
-    assert status == JobStatus.SUCCEEDED, logs[-4000:]
-    assert "best trial trial_0000" in logs
+    command = [RAY, "job", "submit", "--address", two_node_cluster.address, "--submission-id", submission_id,
+               "--working-dir", str(REPO_ROOT), "--runtime-env-json", json.dumps({"excludes": [".git", "runs", "*.db"]}),
+               "--", "python", "jobs/search.py", "search_spaces/tabular_f1_smoke.yaml", "--set", f"checkpoint={base}",
+               "--set", "budget.trials=1", "--set", "budget.placement=SPREAD", "--set", "posttune.steps=8",
+               "--storage", str(storage)]
+    started = time.monotonic()
+    try:
+        done = subprocess.run(command, env=two_node_cluster.env, cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=JOB_S)
+    except subprocess.TimeoutExpired as timeout:
+        JobSubmissionClient(two_node_cluster.address).stop_job(submission_id)
+        out = (timeout.stdout or b"").decode(errors="replace") if isinstance(timeout.stdout, bytes) else timeout.stdout or ""
+        pytest.fail(f"`ray job submit` did not finish within {JOB_S}s:\n{out[-4000:]}")
+    print(f"ray job submit: exit {done.returncode} after {time.monotonic() - started:.0f}s")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-4000:]
+    assert f"Job '{submission_id}' succeeded" in out
+    assert "best trial trial_0000" in out
+    assert JobSubmissionClient(two_node_cluster.address).get_job_status(submission_id) == JobStatus.SUCCEEDED
 
     rows = [json.loads(line) for line in
             (storage / "tabular_f1_smoke" / "train" / "trial_0000" / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["final"] for r in rows) == 1
     worker_nodes = set(rows[-1]["node_ids"])
-    assert worker_nodes == two_node_cluster["node_ids"]
+    assert worker_nodes == two_node_cluster.node_ids
     assert (storage / "tabular_f1_smoke" / "best_config.yaml").exists()

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import pickle
+import socket
+import subprocess
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.tracking import (
     NullLogger,
     finish_run,
+    start_run,
     start_search_run,
     trial_logger,
     tracked_posttune,
 )
+from surrogate_search.tracking.ui import server_command, stop_process_group, wait_until_up
 
 
 def children(client, parent_id: str):
@@ -109,3 +116,69 @@ def test_credentials_are_never_logged_as_parameters(mlflow_server, tracking_clie
     trial.finish()
     params = tracking_client.get_run(trial.run_id).data.params
     assert params == {"lr": "0.1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(folder, port: int) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1:``port`` over ``folder/mlflow.db``, in its own process group."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    server = subprocess.Popen(server_command(f"sqlite:///{folder / 'mlflow.db'}", port,
+                                             artifacts_destination=folder / "artifacts"),
+                              cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", server, timeout=120)
+    except BaseException:
+        stop_process_group(server)
+        raise
+    return server
+
+
+@pytest.mark.slow
+def test_a_server_that_goes_away_mid_run_costs_its_records_not_the_run(tmp_path, caplog) -> None:
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    try:
+        run = start_run("outage", {"lr": 0.1}, tracking_uri=uri)
+        run.log({"val/f1": 0.5}, step=1)
+        run.log({"val/f1": 0.6}, step=2)
+        stop_process_group(server)  # the server goes away in the middle of the run
+
+        with caplog.at_level(logging.WARNING, logger="surrogate_search.tracking.runs"):
+            run.log({"val/f1": 0.7}, step=3)  # no exception: training goes on
+            run.log({"val/f1": 0.8}, step=4)
+            run.set_tags({"note": "written while down"})
+            run.finish()
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1, warnings  # one warning for the outage, not one per call
+        assert f"MLflow tracking server {uri} did not take the metrics of step 3 of run {run.run_id}" in warnings[0]
+        assert "training goes on" in warnings[0]
+        assert run.dropped == 4
+
+        # What was recorded before the outage is intact (read from the server's own store).
+        store = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+        history = store.get_metric_history(run.run_id, "val/f1")
+        assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.6)]
+        assert store.get_run(run.run_id).info.status == "RUNNING"  # its closing was dropped too
+
+        # The server comes back: the next call that is tried records again.
+        server = start_server(tmp_path, port)
+        caplog.clear()
+        run.retry_after_s = 0.0
+        with caplog.at_level(logging.WARNING, logger="surrogate_search.tracking.runs"):
+            run.log({"val/f1": 0.9}, step=5)
+            run.finish()
+        assert any(f"MLflow tracking server {uri} answers again: run {run.run_id} is recorded again" in r.getMessage()
+                   for r in caplog.records)
+        back = MlflowClient(tracking_uri=uri)
+        assert [(m.step, m.value) for m in back.get_metric_history(run.run_id, "val/f1")] == [(1, 0.5), (2, 0.6), (5, 0.9)]
+        assert back.get_run(run.run_id).info.status == "FINISHED"
+    finally:
+        stop_process_group(server)

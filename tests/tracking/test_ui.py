@@ -81,8 +81,54 @@ def test_browser_shows_the_comparison_runs(smoke_comparison, mlflow_server) -> N
     assert "test/f1" in text and "surrogate.encoder" in text
 
 
+def process_tree(root: int) -> dict[int, str]:
+    """Every live descendant of ``root`` (read from /proc): pid -> its start time, which tells a
+    process from a later one that happens to get the same pid."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we read
+            continue
+        pid = int(stat.parent.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        starts[pid] = fields[19]
+    found: dict[int, str] = {}
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found[pid] = starts[pid]
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def still_running(pid: int, start: str) -> bool:
+    """Whether process ``pid`` started at ``start`` still exists (zombies count as gone: they run nothing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[19] == start and fields[0] != "Z"
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:``port`` and a new server could bind it (SO_REUSEADDR, as
+    servers set it, so that closed connections in TIME_WAIT do not count)."""
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            return False
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.mark.slow
-def test_ui_command_serves_the_local_store_on_localhost(tmp_path) -> None:
+def test_ui_command_serves_the_local_store_and_stops_on_sigterm(tmp_path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     start_run("ui-smoke", {"lr": 0.1}, tracking_uri=store, run_name="ui smoke run").finish()
     parent = start_parent_run("ui-smoke", "compare-ui", kind="comparison", tracking_uri=store)
@@ -97,6 +143,7 @@ def test_ui_command_serves_the_local_store_on_localhost(tmp_path) -> None:
     process = subprocess.Popen([sys.executable, "-m", "surrogate_search.cli", "ui", "--port", str(port),
                                 "--tracking-uri", store, "--experiment", "ui-smoke"], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    tree: dict[int, str] = {}
     try:
         lines = []
         deadline = time.monotonic() + 150
@@ -112,6 +159,20 @@ def test_ui_command_serves_the_local_store_on_localhost(tmp_path) -> None:
         assert all(child.run_id in urllib.parse.unquote(compare_line) for child in children)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
             assert response.status == 200
+
+        # Stopped as `kill` or a process manager stops it: SIGTERM to the ui process alone, not its group.
+        tree = process_tree(process.pid)
+        assert tree, "the ui started no server process"
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+        deadline = time.monotonic() + 10  # orphans that got the signal may still be exiting
+        while time.monotonic() < deadline and any(still_running(p, s) for p, s in tree.items()):
+            time.sleep(0.2)
+        left = {p: Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                for p, s in tree.items() if still_running(p, s)}
+        assert not left, f"processes of the ui left running after SIGTERM: {left}"
+        assert port_is_free(port), f"port {port} still taken after the ui stopped"
+        assert code == 0, f"the ui exited with {code} on SIGTERM"
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -120,3 +181,6 @@ def test_ui_command_serves_the_local_store_on_localhost(tmp_path) -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
+        for pid, start in tree.items():  # whatever a failed stop left behind, by pid
+            if still_running(pid, start):
+                os.kill(pid, signal.SIGKILL)

@@ -89,6 +89,10 @@ class Task(ABC):
     """The primary metric: what post-tuning and the search optimise."""
     report_metrics: ClassVar[tuple[str, ...]] = ()
     """Further metrics printed and logged beside the primary one."""
+    version: ClassVar[int] = 1
+    """Version of the task's data definition (dataset, labelling, splits). Bump it when a change makes
+    base checkpoints trained before it wrong for the task: loading one is then refused, with the
+    command that pretrains it again."""
 
     def __init__(self, *, seed: int = 0, **options: Any) -> None:
         self.seed = seed

@@ -7,6 +7,11 @@ the sweep resumes (and reopened if their trial runs again).
 
 Everything a worker needs is a tracking URI string and run ids, so a :class:`TrialLogger` pickles
 and can be built or shipped to a Ray worker on another node.
+
+Training never dies from a tracking server that goes away: a :class:`TrialLogger`'s calls to a
+remote server are retried for a few seconds, then dropped with one warning, and dropped at once
+while the server stays down (one quick attempt every ``retry_after_s`` seconds notices its return).
+What was dropped is not replayed.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from surrogate_search.tracking.store import client, experiment_id, git_commit, resolve_tracking_uri
+from surrogate_search.tracking.store import (client, experiment_id, git_commit, is_outage, is_remote, quick_requests,
+                                             resolve_tracking_uri)
 from surrogate_search.utils import flatten
 
 log = logging.getLogger(__name__)
@@ -129,13 +136,27 @@ class TrialLogger:
     """Records one trial (or one method x seed of a comparison) as a child run.
 
     Picklable (a URI and run ids); use it as a context manager so that an exception marks the run
-    FAILED with its error, or call :meth:`finish` yourself."""
+    FAILED with its error, or call :meth:`finish` yourself.
+
+    Against a remote tracking server, a call that finds the server down or failing is retried
+    after each of ``retry_delays`` seconds, then dropped with one warning per outage; while the
+    server stays down calls are dropped without waiting. A run whose closing was dropped stays
+    RUNNING in MLflow until its search resumes (then KILLED) or the run is reopened."""
+
+    retry_delays: ClassVar[tuple[float, ...]] = (0.5, 2.0)
+    """Pauses between the attempts of one call while the server does not answer (3 attempts)."""
+    retry_after_s: ClassVar[float] = 30.0
+    """While the server is down, one call is tried (once) at most this often; the rest are dropped."""
 
     def __init__(self, tracking_uri: str, run_id: str, parent_run_id: str | None = None) -> None:
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         self.parent_run_id = parent_run_id
         self._client: MlflowClient | None = None
+        self._down_since: float | None = None
+        self._last_attempt = 0.0
+        self.dropped = 0
+        """Logging calls dropped because the tracking server was down."""
 
     def __getstate__(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "parent_run_id": self.parent_run_id}
@@ -149,28 +170,65 @@ class TrialLogger:
             self._client = client(self.tracking_uri)
         return self._client
 
+    def _send(self, what: str, call: Callable[[], object]) -> None:
+        """Run one logging call; a remote server that is down delays it by seconds, never fails it."""
+        if not is_remote(self.tracking_uri):  # a local store that fails is a real error: raise it
+            call()
+            return
+        if self._down_since is not None and time.monotonic() - self._last_attempt < self.retry_after_s:
+            self.dropped += 1
+            return
+        # While the server is known to be down, one attempt; otherwise a few, a little apart.
+        pauses = self.retry_delays if self._down_since is None else ()
+        error: BaseException | None = None
+        for pause in (*pauses, None):
+            try:
+                with quick_requests():
+                    call()
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                error = exc
+                if pause is not None:
+                    time.sleep(pause)
+                continue
+            if self._down_since is not None:
+                log.warning("MLflow tracking server %s answers again: run %s is recorded again (%d logging call(s) "
+                            "dropped while it was down)", self.tracking_uri, self.run_id, self.dropped)
+                self._down_since = None
+            return
+        self._last_attempt = time.monotonic()
+        self.dropped += 1
+        if self._down_since is None:
+            self._down_since = self._last_attempt
+            log.warning("MLflow tracking server %s did not take %s of run %s (%s): dropped, as are this run's "
+                        "records while the server stays down; training goes on. Bring the server back to record "
+                        "the rest.", self.tracking_uri, what, self.run_id, error)
+
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         """Metrics at one evaluation step; NaN and non-numbers are left out."""
         timestamp = _now_ms()
         items = [Metric(k, float(v), timestamp, int(step)) for k, v in metrics.items()
                  if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
         for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i:i + 1000])
+            batch = items[i:i + 1000]
+            self._send(f"the metrics of step {step}", lambda: self.client.log_batch(self.run_id, metrics=batch))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        # Not ridden out: parameters are logged when a run starts, and a run must not start without them.
         _log_params(self.client, self.run_id, params)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._send("tags", lambda: self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()]))
 
     def log_dict(self, obj: Any, artifact_file: str) -> None:
-        self.client.log_dict(self.run_id, obj, artifact_file)
+        self._send(artifact_file, lambda: self.client.log_dict(self.run_id, obj, artifact_file))
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self._send(artifact_file, lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
+        self._send(artifact_file, lambda: self.client.log_figure(self.run_id, figure, artifact_file))
 
     def report_hook(self, objective: str | None = None,
                     then: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None
@@ -190,12 +248,13 @@ class TrialLogger:
 
     def finish(self, status: str = "FINISHED", error: BaseException | str | None = None) -> None:
         """Close the run; a failed run keeps its error as the ``error`` tag and ``error.txt``."""
+        status = _status(status)
         if error is not None:
             text = error if isinstance(error, str) else "".join(traceback.format_exception(type(error), error, error.__traceback__))
             summary = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-            self.client.set_tag(self.run_id, ERROR_TAG, summary[-_MAX_TAG:])
-            self.client.log_text(self.run_id, text, "error.txt")
-        self.client.set_terminated(self.run_id, status=_status(status))
+            self._send("the error tag", lambda: self.client.set_tag(self.run_id, ERROR_TAG, summary[-_MAX_TAG:]))
+            self.log_text(text, "error.txt")
+        self._send(f"the {status} status", lambda: self.client.set_terminated(self.run_id, status=status))
 
     def __enter__(self) -> TrialLogger:
         return self

@@ -87,6 +87,37 @@ def check_tracking_store(uri: str, timeout: float = 5.0) -> None:
             raise TrackingUnavailableError(f"MLflow tracking store {uri}: folder {folder} is not writable")
 
 
+_OUTAGE_CODES = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
+"""MLflow error codes of a server that is down, failing or overloaded (how MLflow reports a refused
+connection too), as against a request it rejects (a bad value: a bug to raise, not to ride out)."""
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the tracking server could not take a request, not that it refused it."""
+    if isinstance(exc, OSError):  # requests' ConnectionError and Timeout are OSErrors too
+        return True
+    return isinstance(exc, mlflow.exceptions.MlflowException) and exc.error_code in _OUTAGE_CODES
+
+
+@contextmanager
+def quick_requests(timeout: int = 10) -> Iterator[None]:
+    """MLflow HTTP requests in this block fail at once, after ``timeout`` seconds at most, instead
+    of going through MLflow's own retries (7, with back-off: minutes per call while a server is
+    down), so that the caller decides how long to retry. MLflow reads these settings from the
+    environment on every request; the previous values are restored."""
+    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+    previous = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def client(uri: str) -> MlflowClient:
     """A client bound to ``uri`` (never to whatever the process-wide default happens to be)."""
     return MlflowClient(tracking_uri=uri)

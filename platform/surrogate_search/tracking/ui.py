@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -46,6 +48,43 @@ def wait_until_up(url: str, process: subprocess.Popen | None = None, timeout: fl
     raise TrackingUnavailableError(f"mlflow server at {url} did not answer within {timeout:.0f}s")
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived: raised in the main thread so that the server is stopped on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """Stop ``process`` and every process of its group (it must lead its own group:
+    ``start_new_session=True``): SIGTERM, then SIGKILL after ``timeout`` seconds.
+
+    ``mlflow server`` runs uvicorn in a child process and does not stop it when it is itself
+    terminated, so signalling the group, not the one pid, is what leaves nothing behind."""
+    def signal_group(signum: int) -> bool:
+        try:
+            os.killpg(process.pid, signum)
+            return True
+        except ProcessLookupError:  # the whole group is gone already
+            return False
+
+    if not signal_group(signal.SIGTERM):
+        process.poll()
+        return
+    deadline = time.monotonic() + timeout
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    # The leader is gone (or stuck); wait for the rest of the group, then kill what is left.
+    while time.monotonic() < deadline and signal_group(0):
+        time.sleep(0.1)
+    signal_group(signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(timeout=timeout)
+
+
 def compare_url(base_url: str, experiment_id: str, run_ids: Sequence[str]) -> str:
     """The UI's compare view for ``run_ids`` (what "Compare" shows after ticking those runs)."""
     query = urllib.parse.urlencode({"runs": json.dumps(list(run_ids)), "experiments": json.dumps([experiment_id])})
@@ -82,8 +121,9 @@ def experiment_lines(uri: str, base_url: str, experiment: str) -> list[str]:
 
 
 def serve_ui(tracking_uri: str | None = None, port: int = 5000, *, experiment: str | None = None) -> int:
-    """Start the MLflow UI on 127.0.0.1:``port`` for the local store and block until Ctrl-C. For a
-    remote tracking server there is nothing to start: its address is printed."""
+    """Start the MLflow UI on 127.0.0.1:``port`` for the local store and block until Ctrl-C or
+    SIGTERM, either of which stops the server with all its processes and returns 0. For a remote
+    tracking server there is nothing to start: its address is printed."""
     uri = resolve_tracking_uri(tracking_uri)
     if is_remote(uri):
         print(f"MLflow UI: {uri} (the tracking server is remote; open it in a browser)")
@@ -96,8 +136,15 @@ def serve_ui(tracking_uri: str | None = None, port: int = 5000, *, experiment: s
     url = f"http://{HOST}:{port}"
     # The job runner serves GenAI jobs (judges, prompt optimisation) that browsing runs never needs.
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_TRACKING_URI": uri}
-    process = subprocess.Popen(server_command(uri, port), env=env)
+    # SIGTERM (from `kill`, systemd, supervisord) would end this process at once, skipping the
+    # `finally` below and leaving the server running: turn it into an exception, as Ctrl-C is.
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    process: subprocess.Popen | None = None
     try:
+        # Its own process group, so that the server and its uvicorn child are stopped together;
+        # Ctrl-C then reaches only this process, which stops the group below.
+        process = subprocess.Popen(server_command(uri, port), env=env, start_new_session=True)
         wait_until_up(url, process)
         print(f"MLflow UI: {url}  (store {uri})", flush=True)
         if experiment:
@@ -105,12 +152,14 @@ def serve_ui(tracking_uri: str | None = None, port: int = 5000, *, experiment: s
                 print(line, flush=True)
         print("Ctrl-C stops it.", flush=True)
         return process.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         return 0
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        try:
+            if process is not None:
+                stop_process_group(process)
+        finally:
+            if on_main_thread:
+                signal.signal(signal.SIGTERM, previous)
