@@ -29,8 +29,6 @@ import torch.nn.functional as F
 # (which stays -inf) while any path through such a frame still loses to one that avoids it.
 _LOG_FLOOR = -1e4
 _NO_PATH = float("-inf")
-# Back-pointers: how many states back the best predecessor lies.
-_STAY, _ADVANCE, _SKIP = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -38,8 +36,9 @@ class CTCAlignment:
     """The best path of each item, its total log-probability and whether the label fit at all.
 
     ``paths``: ``(B, T)`` class per frame. ``scores``: ``(B,)`` sum of the path's per-frame
-    log-probabilities (``-inf`` where no path exists). ``feasible``: ``(B,)`` False where the label
-    needs more frames than there are (see :func:`ctc_align` for the path given then)."""
+    log-probabilities, each counted as at least -10,000 (``-inf`` only where no path exists).
+    ``feasible``: ``(B,)`` False where the label needs more frames than there are (see
+    :func:`ctc_align` for the path given then)."""
 
     paths: torch.Tensor
     scores: torch.Tensor
@@ -101,8 +100,9 @@ def ctc_align(log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Ten
       item gets its characters packed into the first frames and blanks after, cut at ``T`` frames
       (the layout the task used before alignment), ``scores = -inf`` and ``feasible = False``.
 
-    Ties between equally likely paths go, frame by frame from the end, to staying before
-    advancing before skipping, so the result is deterministic.
+    Ties between equally likely paths are broken the same way every time: a path ends on the
+    trailing blank rather than the last character, and, tracing back from the end, stays on a state
+    rather than advancing, and advances rather than skipping a blank.
     """
     batch, frames, _ = log_probs.shape
     if targets.shape[0] != batch or lengths.shape != (batch,):
@@ -126,6 +126,7 @@ def ctc_align(log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Ten
     score = score.masked_fill(~valid, _NO_PATH)
     pointers = torch.zeros((frames, *valid.shape), dtype=torch.uint8, device=log_probs.device)
     for t in range(1, frames):
+        # Predecessors in pointer order: 0 = the same state, 1 = one back, 2 = two back (a skip).
         skip = _shift(score, 2).masked_fill(~can_skip, _NO_PATH)
         best, pointers[t] = torch.stack((score, _shift(score, 1), skip), -1).max(-1)
         score = (best + emissions[t]).masked_fill(~valid, _NO_PATH)
