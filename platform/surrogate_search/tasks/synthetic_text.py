@@ -1,4 +1,5 @@
-"""``synthetic_text``: rendered word images, a CRNN trained with CTC, judged by edit distance."""
+"""``synthetic_text``: rendered word images read by a CRNN trained with CTC (or a parallel attention
+decoder trained with per-position cross-entropy), judged by edit distance."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import hashlib
 import json
 import logging
 import os
+from abc import ABC, abstractmethod
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -16,9 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from surrogate_search.cache import default_cache_dir
+from surrogate_search.registry import Registry
+from surrogate_search.tasks.attention_decoder import ParallelAttentionRecognizer
 from surrogate_search.tasks.base import Split, Splits, Task, TrainDefaults, register_task
 from surrogate_search.tasks.crnn import CRNN
-from surrogate_search.tasks.text_pairs import ctc_path, random_edit, soft_frames
+from surrogate_search.tasks.text_pairs import ctc_path, position_path, random_edit, soft_frames
 from surrogate_search.tasks.text_render import CHARSET, IMAGE_WIDTH, MAX_LABEL_LENGTH, RenderOptions, render_split, sample_label
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 BLANK = 0
 NUM_CLASSES = len(CHARSET) + 1
 FRAMES = IMAGE_WIDTH // 4  # the CRNN downsamples width 4x
+POSITIONS = MAX_LABEL_LENGTH  # the attention decoder's outputs: one per possible character
 _CHAR_TO_INDEX = {c: i + 1 for i, c in enumerate(CHARSET)}
 
 
@@ -51,31 +56,146 @@ def greedy_ctc_decode(frame_classes: torch.Tensor) -> list[str]:
     return ["".join(CHARSET[c - 1] for c in row[mask].tolist()) for row, mask in zip(frames, keep)]
 
 
+def position_decode(position_classes: torch.Tensor) -> list[str]:
+    """Decoding of ``(B, P)`` per-position class indices: the characters before the first class 0."""
+    texts = []
+    for row in position_classes.detach().cpu().tolist():
+        end = row.index(BLANK) if BLANK in row else len(row)
+        texts.append("".join(CHARSET[c - 1] for c in row[:end]))
+    return texts
+
+
+class TextModel(ABC):
+    """A model family for ``synthetic_text`` and the output layout it comes with: how its outputs
+    line up with the label, hence its proxy loss, its decoding and what a surrogate compares with."""
+
+    length: ClassVar[int]
+    """Outputs per image: frames or character positions."""
+
+    @abstractmethod
+    def build(self, **model_options: Any) -> nn.Module: ...
+
+    @abstractmethod
+    def default_options(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def proxy_loss(self, outputs: torch.Tensor, batch: Split) -> torch.Tensor: ...
+
+    @abstractmethod
+    def decode(self, classes: torch.Tensor) -> list[str]:
+        """``(B, length)`` class per output -> strings."""
+
+    @abstractmethod
+    def target_classes(self, targets: torch.Tensor) -> torch.Tensor:
+        """``(B, MAX_LABEL_LENGTH)`` encoded labels -> ``(B, length)`` class per output."""
+
+    @abstractmethod
+    def path(self, text: str, rng: np.random.Generator) -> np.ndarray:
+        """A class per output that :meth:`decode` reads back as ``text`` (for global pairs)."""
+
+
+TEXT_MODELS: Registry[TextModel] = Registry("text model")
+
+
+@TEXT_MODELS.register("crnn")
+class CTCModel(TextModel):
+    """The CRNN: one output per image column (frame), trained with CTC, read by greedy CTC decoding."""
+
+    length = FRAMES
+
+    def build(self, **model_options: Any) -> nn.Module:
+        return CRNN(NUM_CLASSES, **model_options)
+
+    def default_options(self) -> dict[str, Any]:
+        return {"channels": 16, "hidden": 96, "lstm_layers": 1}
+
+    def proxy_loss(self, outputs: torch.Tensor, batch: Split) -> torch.Tensor:
+        log_probs = outputs.float().log_softmax(-1).transpose(0, 1)  # (T, B, C) as CTC wants
+        input_lengths = torch.full((outputs.shape[0],), outputs.shape[1], dtype=torch.long)
+        return F.ctc_loss(log_probs, batch.tensors["targets"], input_lengths, batch.tensors["target_lengths"],
+                          blank=BLANK, reduction="mean", zero_infinity=True)
+
+    def decode(self, classes: torch.Tensor) -> list[str]:
+        return greedy_ctc_decode(classes)
+
+    def target_classes(self, targets: torch.Tensor) -> torch.Tensor:
+        # The label's characters in the first frames, then blanks: not where a CTC model puts them
+        # (see ctc_align.aligned_targets for the label in the prediction's own frames).
+        frames = torch.full((len(targets), FRAMES), BLANK, dtype=torch.long, device=targets.device)
+        frames[:, :MAX_LABEL_LENGTH] = targets
+        return frames
+
+    def path(self, text: str, rng: np.random.Generator) -> np.ndarray:
+        return ctc_path(text, FRAMES, rng, BLANK)
+
+
+@TEXT_MODELS.register("attention")
+class PositionModel(TextModel):
+    """The parallel attention decoder: output ``i`` is the label's ``i``-th character (class 0 past
+    its end), trained with cross-entropy per position."""
+
+    length = POSITIONS
+
+    def build(self, **model_options: Any) -> nn.Module:
+        return ParallelAttentionRecognizer(NUM_CLASSES, positions=POSITIONS, **model_options)
+
+    def default_options(self) -> dict[str, Any]:
+        return {"channels": 16, "hidden": 96, "lstm_layers": 1, "heads": 4}
+
+    def proxy_loss(self, outputs: torch.Tensor, batch: Split) -> torch.Tensor:
+        # Mean over every position of every image, the padding after the label included: "end of
+        # text" has to be learned like any character.
+        targets = self.target_classes(batch.tensors["targets"])
+        return F.cross_entropy(outputs.float().reshape(-1, NUM_CLASSES), targets.reshape(-1))
+
+    def decode(self, classes: torch.Tensor) -> list[str]:
+        return position_decode(classes)
+
+    def target_classes(self, targets: torch.Tensor) -> torch.Tensor:
+        return targets[:, :POSITIONS]  # encode_labels already pads with class 0
+
+    def path(self, text: str, rng: np.random.Generator) -> np.ndarray:
+        return position_path(text, POSITIONS, BLANK)
+
+
 @register_task("synthetic_text")
 class SyntheticText(Task):
     """Scene-text-like word recognition on rendered images (24 x 96 grey), 36 case-folded characters.
 
-    Options: ``train_size``, ``val_size``, ``test_size`` (images per split) and any field of
+    Options: ``train_size``, ``val_size``, ``test_size`` (images per split), ``model`` (``crnn``,
+    the default: per-frame outputs and CTC; ``attention``: one output per character position and
+    cross-entropy, see :data:`TEXT_MODELS`) and any field of
     :class:`~surrogate_search.tasks.text_render.RenderOptions`.
     """
 
     name = "synthetic_text"
     metric_name = "edit_distance"
     report_metrics = ("normalized_edit_distance", "char_error_rate", "word_accuracy")
-    surrogate_shape = (FRAMES, NUM_CLASSES)
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         sizes = {"train_size": 10000, "val_size": 1000, "test_size": 2000}
         render = {f.name for f in fields(RenderOptions)}
-        unknown = set(options) - set(sizes) - render
+        unknown = set(options) - set(sizes) - {"model"} - render
         if unknown:
             raise ValueError(f"task 'synthetic_text': unknown option(s) {sorted(unknown)}; "
-                             f"known: {sorted(sizes) + sorted(render)}")
-        merged = {**sizes, **asdict(RenderOptions()), **options}
+                             f"known: {sorted(sizes) + ['model'] + sorted(render)}")
+        merged = {**sizes, "model": "crnn", **asdict(RenderOptions()), **options}
         for key in sizes:
             if not isinstance(merged[key], int) or merged[key] < 1:
                 raise ValueError(f"task 'synthetic_text': {key} must be a positive integer, got {merged[key]!r}")
+        if merged["model"] not in TEXT_MODELS:
+            raise ValueError(f"task 'synthetic_text': unknown model {merged['model']!r}; known: {TEXT_MODELS.names()}")
         return merged
+
+    @property
+    def text_model(self) -> TextModel:
+        """The model family the ``model`` option names, with its output layout."""
+        return TEXT_MODELS.create(self.options["model"])
+
+    @property
+    def surrogate_shape(self) -> tuple[int, int]:  # type: ignore[override]  # per model, not per class
+        """(frames, classes) for the CRNN, (positions, classes) for the attention decoder."""
+        return (self.text_model.length, NUM_CLASSES)
 
     def _render_options(self) -> RenderOptions:
         return RenderOptions(**{f.name: self.options[f.name] for f in fields(RenderOptions)})
@@ -104,10 +224,10 @@ class SyntheticText(Task):
         return Split({"images": torch.from_numpy(images).unsqueeze(1), "targets": targets, "target_lengths": lengths}, labels)
 
     def default_model_options(self) -> dict[str, Any]:
-        return {"channels": 16, "hidden": 96, "lstm_layers": 1}
+        return self.text_model.default_options()
 
     def build_model(self, **model_options: Any) -> nn.Module:
-        return CRNN(NUM_CLASSES, **{**self.default_model_options(), **model_options})
+        return self.text_model.build(**{**self.default_model_options(), **model_options})
 
     def train_defaults(self) -> TrainDefaults:
         return TrainDefaults(batch_size=64, lr=1e-3, max_epochs=60, patience=4)
@@ -117,28 +237,27 @@ class SyntheticText(Task):
         return model(images)
 
     def proxy_loss(self, outputs: torch.Tensor, batch: Split) -> torch.Tensor:
-        log_probs = outputs.float().log_softmax(-1).transpose(0, 1)  # (T, B, C) as CTC wants
-        input_lengths = torch.full((outputs.shape[0],), outputs.shape[1], dtype=torch.long)
-        return F.ctc_loss(log_probs, batch.tensors["targets"], input_lengths, batch.tensors["target_lengths"],
-                          blank=BLANK, reduction="mean", zero_infinity=True)
+        """CTC for the CRNN; cross-entropy per position for the attention decoder."""
+        return self.text_model.proxy_loss(outputs, batch)
 
     def predict(self, outputs: torch.Tensor) -> torch.Tensor:
         return outputs.softmax(-1)
 
     def decode(self, predictions: torch.Tensor) -> list[str]:
-        return greedy_ctc_decode(predictions.argmax(-1))
+        return self.text_model.decode(predictions.argmax(-1))
 
     # --- what a learned surrogate sees -------------------------------------------------------------
     def surrogate_targets(self, batch: Split) -> torch.Tensor:
-        """Each label as a ``(FRAMES, NUM_CLASSES)`` one-hot sequence: its characters, then blanks."""
-        targets = torch.full((len(batch), FRAMES), BLANK, dtype=torch.long, device=batch.tensors["targets"].device)
-        targets[:, :MAX_LABEL_LENGTH] = batch.tensors["targets"]
-        return F.one_hot(targets, NUM_CLASSES).float()
+        """Each label as a ``surrogate_shape`` one-hot sequence. CRNN: its characters in the first
+        frames, then blanks. Attention decoder: its characters, then class 0, position by position,
+        exactly the layout of a correct prediction."""
+        return F.one_hot(self.text_model.target_classes(batch.tensors["targets"]), NUM_CLASSES).float()
 
     def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
         rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
         labels = [sample_label(rng, self._render_options()) for _ in range(n_items)]
-        paths = np.stack([ctc_path(random_edit(label, rng), FRAMES, rng, BLANK) for label in labels])
+        model = self.text_model
+        paths = np.stack([model.path(random_edit(label, rng), rng) for label in labels])
         targets, lengths = encode_labels(labels)
         batch = Split({"targets": targets, "target_lengths": lengths}, labels)
         return soft_frames(paths, NUM_CLASSES, rng), self.surrogate_targets(batch), labels

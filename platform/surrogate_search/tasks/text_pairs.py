@@ -1,5 +1,6 @@
 """Global (model-free) prediction/label pairs for text: random strings, random edits of them, and
-per-frame probability sequences that a CTC decoder reads back as the edited string."""
+per-frame (or per-position) probability sequences that the model's decoder reads back as the edited
+string."""
 
 from __future__ import annotations
 
@@ -50,6 +51,14 @@ def ctc_path(text: str, frames: int, rng: np.random.Generator, blank: int = 0) -
         durations += shares[1:-1]
     path = [blank] * lead + [t for t, d in zip(tokens, durations) for _ in range(d)] + [blank] * trail
     return np.asarray(path, dtype=np.int64)
+
+
+def position_path(text: str, positions: int, blank: int = 0) -> np.ndarray:
+    """``text`` as one class per output position (a position-aligned decoder's layout): its
+    characters, then ``blank`` (class 0: no character) up to ``positions``."""
+    if len(text) > positions:
+        raise ValueError(f"{text!r} has {len(text)} characters, only {positions} positions available")
+    return np.asarray([CHARSET.index(c) + 1 for c in text] + [blank] * (positions - len(text)), dtype=np.int64)
 
 
 def soft_frames(paths: np.ndarray, num_classes: int, rng: np.random.Generator) -> torch.Tensor:
