@@ -78,9 +78,9 @@ def _tracking_uri(args: argparse.Namespace) -> str | None:
     return uri
 
 
-def _recorded(result: Any) -> str:
+def _recorded(result: Any, kind: str = "run") -> str:
     where = result.mlflow
-    return f"MLflow: experiment {where['experiment']!r}, run {where['run_id']} in {where['tracking_uri']}" if where else ""
+    return f"MLflow: experiment {where['experiment']!r}, {kind} {where['run_id']} in {where['tracking_uri']}"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -118,7 +118,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          comparison_id=args.comparison_id)
     print(result.table())
     if result.mlflow:
-        print(f"{_recorded(result)} ({len(result.runs)} child runs)")
+        print(f"{_recorded(result, 'comparison run')} ({len(result.runs)} child runs)")
         print(f"table again: surrogate-search report --experiment {result.mlflow['experiment']} "
               f"--run-id {result.mlflow['run_id']}")
     return 0
@@ -182,7 +182,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                              track=uri is not None, tracking_uri=uri, experiment=args.experiment)
     print(outcome.summary())
     if outcome.mlflow:
-        print(_recorded(outcome))
+        print(_recorded(outcome, "search run"))
     return 0 if outcome.best_value is not None else 1
 
 
