@@ -29,9 +29,13 @@ def test_comparison_is_a_parent_run_with_a_child_per_method_and_seed(smoke_compa
         assert tags["search_id"] == "smoke-compare" and tags["task"] == "imbalanced_tabular"
         assert tags["mlflow.source.git.commit"] == commit
         assert tags["seed"] == params["seed"] and tags["method"] == params["method"]
-        # the flattened config: the same budget for every method
-        assert params["steps"] == "4" and params["eval_every"] == "2" and params["surrogate.warmup_steps"] == "2"
-        assert params["surrogate.encoder"] == "deepsets"
+        # the same budget for every method; the surrogate's sections only where a surrogate is learned
+        assert params["steps"] == "4" and params["eval_every"] == "2"
+        assert tags["learned"] == ("true" if tags["method"] == "deep_embedding" else "false")
+        if tags["method"] == "deep_embedding":
+            assert params["surrogate.warmup_steps"] == "2" and params["surrogate.encoder"] == "deepsets"
+        else:
+            assert not any(key.startswith(("surrogate.", "sampling.")) for key in params)
     learned = [c for c in children if c.data.tags["method"] == "deep_embedding"]
     assert {c.data.tags["surrogate"] for c in learned} == {"deep_embedding/deepsets"}
     assert {c.data.tags["sampling"] for c in learned} == {"local_global"}
