@@ -24,7 +24,7 @@ def test_compare_gives_every_method_the_same_budget_and_reports_spread(tabular_c
 def test_compare_skips_methods_that_do_not_apply(text_checkpoint, capsys) -> None:
     config = {"steps": 2, "eval_every": 2, "batch_size": 8, "surrogate": {"warmup_steps": 1, "batch_size": 4, "width": 8}}
     result = compare(text_checkpoint, config, seeds=[0])
-    assert [s.method for s in result.summaries] == ["proxy", "deep_embedding", "relational"]
+    assert [s.method for s in result.summaries] == ["proxy", "expected_edit_distance", "deep_embedding", "relational"]
     assert result.rows()[0]["vs_proxy_pct"] == 0.0  # the control against itself
 
 

@@ -24,9 +24,10 @@ def test_posttune_reports_every_evaluation_and_selects_on_validation(tabular_che
     result = posttune(tabular_config(method=method), tabular_checkpoint, context=ctx)
     assert [m["step"] for m, _ in reports] == [4.0, 8.0, 12.0]
     assert reports[-1][1]["step"] == 12
-    vals = [m["val/f1"] for m, _ in reports]
-    assert result.best_step in (4, 8, 12)
+    vals = [result.base_val["f1"], *(m["val/f1"] for m, _ in reports)]  # the base is a candidate too
+    assert result.best_step in (0, 4, 8, 12)
     assert result.val["f1"] == pytest.approx(max(vals))
+    assert result.best_step == [0, 4, 8, 12][vals.index(max(vals))]
     assert 0.0 <= result.test["f1"] <= 1.0 and "f1" in result.test_final
     assert result.history[0]["step"] == 0.0  # the base model, before any update
     if method == "deep_embedding":
@@ -101,3 +102,21 @@ def test_config_errors_name_the_key_and_value() -> None:
     with pytest.raises(ValueError, match="surrogate.width must be int, got 'wide'"):
         PostTuneConfig.from_dotted({"surrogate.width": "wide"})
     assert PostTuneConfig.from_dotted({"surrogate.width": 32.0, "lr": 1}).surrogate.width == 32
+
+
+def test_the_base_is_kept_when_no_update_beats_it_on_validation(tabular_checkpoint) -> None:
+    # A learning rate this large wrecks the model at once: every later evaluation is worse.
+    result = posttune(tabular_config(method="proxy", lr=1.0), tabular_checkpoint)
+    assert result.best_step == 0
+    assert result.val["f1"] == pytest.approx(result.base_val["f1"])
+    assert result.history[-1]["val/f1"] < result.base_val["f1"]
+
+
+def test_expected_edit_distance_post_tunes_a_text_model(text_checkpoint) -> None:
+    config = PostTuneConfig.for_task(text_checkpoint.build_task(), {
+        "method": "expected_edit_distance", "steps": 2, "eval_every": 2, "batch_size": 8,
+        "expected_edit_distance.samples": 4})
+    result = posttune(config, text_checkpoint)
+    assert result.steps == 2 and "mwer/expected_edit_distance" in result.history[-1]
+    with pytest.raises(ValueError, match="expected_edit_distance.samples must be >= 2, got 1"):
+        config.replace({"expected_edit_distance.samples": 1})

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from surrogate_search.config import SamplingConfig
+from surrogate_search.sampling import SamplingConfig
 from surrogate_search.metrics import get_metric
 from surrogate_search.registry import UnknownNameError
 from surrogate_search.sampling import create_sampler, list_strategies

@@ -44,6 +44,8 @@ class MethodSummary:
     """Test metric per seed (of the best-validation model)."""
     val_values: list[float]
     seconds: list[float]
+    kept_base: int = 0
+    """Seeds whose best validation model was the base itself (no update helped)."""
 
     @property
     def mean(self) -> float:
@@ -78,19 +80,20 @@ class Comparison:
     def rows(self) -> list[dict[str, Any]]:
         return [{"method": s.method, "mean": s.mean, "std": s.std, "seeds": len(s.values),
                  "vs_proxy_pct": self.relative_change(s), "val_mean": statistics.fmean(s.val_values),
-                 "seconds_mean": statistics.fmean(s.seconds)} for s in self.summaries]
+                 "seconds_mean": statistics.fmean(s.seconds), "kept_base": s.kept_base} for s in self.summaries]
 
     def table(self) -> str:
         direction = "higher is better" if self.higher_is_better else "lower is better"
         c = self.config
         lines = [f"{self.task}: test {self.metric} ({direction}); {c.steps} model updates x batch {c.batch_size} "
                  f"per method from one base checkpoint; mean ± std over seeds",
-                 f"{'method':16s} {'test ' + self.metric:>22s} {'vs proxy':>9s} {'seeds':>5s} {'s/run':>7s}",
-                 f"{'base (no tuning)':16s} {self.base_test:>22.4f} {'':>9s} {'':>5s} {'':>7s}"]
+                 f"{'method':22s} {'test ' + self.metric:>22s} {'vs proxy':>9s} {'seeds':>5s} {'kept base':>9s} "
+                 f"{'s/run':>7s}",
+                 f"{'base (no tuning)':22s} {self.base_test:>22.4f}"]
         for row in self.rows():
             change = "—" if row["method"] == CONTROL or math.isnan(row["vs_proxy_pct"]) else f"{row['vs_proxy_pct']:+.1f}%"
-            lines.append(f"{row['method']:16s} {row['mean']:>13.4f} ± {row['std']:<6.4f} {change:>9s} "
-                         f"{row['seeds']:>5d} {row['seconds_mean']:>7.1f}")
+            lines.append(f"{row['method']:22s} {row['mean']:>13.4f} ± {row['std']:<6.4f} {change:>9s} "
+                         f"{row['seeds']:>5d} {row['kept_base']:>9d} {row['seconds_mean']:>7.1f}")
         return "\n".join(lines)
 
 
@@ -114,5 +117,6 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
             results.append(runner(base.replace(method=method, seed=seed), checkpoint))
         runs.extend(results)
         summaries.append(MethodSummary(method, [r.test[task.metric_name] for r in results],
-                                       [r.val[task.metric_name] for r in results], [r.seconds for r in results]))
+                                       [r.val[task.metric_name] for r in results], [r.seconds for r in results],
+                                       kept_base=sum(r.best_step == 0 for r in results)))
     return Comparison(task.name, task.metric_name, task.metric.higher_is_better, base_test, base, summaries, runs)

@@ -54,6 +54,8 @@ class PostTuneResult:
     seed: int
     steps: int
     best_step: int
+    """The evaluation step of the selected model; 0 when no update beat the base on validation
+    (the run "kept the base")."""
     val: dict[str, float]
     """Validation metrics of the selected (best validation) model."""
     test: dict[str, float]
@@ -183,6 +185,10 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         base = evaluate(0, {})
         state["base_val"] = {k[4:]: v for k, v in base.items() if k.startswith("val/")}
         state["history"].append(base)
+        # The base itself is the first candidate of the best-validation selection: a run never
+        # hands back a model worse on validation than the one it started from ("kept the base").
+        state.update(best_value=state["base_val"][task.metric_name], best_step=0,
+                     best_model={k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()})
         log.info("%s seed %d: base val %s %.4f", config.method, config.seed, task.metric_name,
                  state["base_val"][task.metric_name])
 

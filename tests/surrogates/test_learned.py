@@ -5,10 +5,9 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from surrogate_search.config import PostTuneConfig, SurrogateConfig
-from surrogate_search.sampling import GlobalSampler
-from surrogate_search.config import SamplingConfig
-from surrogate_search.surrogates import create_loss
+from surrogate_search.config import PostTuneConfig
+from surrogate_search.sampling import GlobalSampler, SamplingConfig
+from surrogate_search.surrogates import SurrogateConfig, create_loss
 from surrogate_search.surrogates.encoders import ENCODERS
 from surrogate_search.surrogates.learned import EmbeddingSurrogate, gradient_norms, hard_rank, soft_rank, spearman
 from surrogate_search.tasks import get_task
@@ -93,3 +92,32 @@ def test_sequence_encoders_take_any_width_the_search_space_allows(encoder: str, 
     h = ENCODERS.create(encoder, num_classes=5, frames=7, cfg=cfg)
     predictions = torch.softmax(torch.randn(3, 7, 5), dim=-1)
     assert h(predictions).shape == (3, 11)
+
+
+def test_aligned_targets_rank_ctc_predictions_as_edit_distance_does() -> None:
+    """The raw distance between a CTC prediction and its target follows edit distance only when
+    the target is laid out in the prediction's own frames (the label's best CTC path)."""
+    from surrogate_search.tasks import get_task
+
+    task = get_task("synthetic_text")
+    predictions, packed, labels = task.random_pairs(400, 1, torch.Generator().manual_seed(0))
+    errors = task.item_errors(predictions, labels)
+    aligned = task.align_targets(predictions, packed)
+    assert torch.equal(aligned.sum(-1), torch.ones(aligned.shape[:2]))  # one class per frame
+    assert task.decode(aligned) == labels  # the aligned target still reads as the label
+    distance = {name: (predictions - target).flatten(1).norm(dim=1) for name, target in
+                (("packed", packed), ("aligned", aligned))}
+    assert spearman(distance["aligned"], errors) > 0.6
+    assert spearman(distance["packed"], errors) < 0.3
+
+
+def test_learned_loss_compares_with_aligned_targets_unless_told_not_to() -> None:
+    from surrogate_search.tasks import get_task
+
+    task = get_task("synthetic_text")
+    predictions, packed, _ = task.random_pairs(8, 1, torch.Generator().manual_seed(1))
+    on = create_loss(task, PostTuneConfig.for_task(task, {"method": "deep_embedding", "surrogate.encoder": "conv"}))
+    off = create_loss(task, PostTuneConfig.for_task(task, {"method": "deep_embedding", "surrogate.encoder": "conv",
+                                                          "surrogate.align_targets": False}))
+    assert torch.equal(on.targets_for(predictions, packed), task.align_targets(predictions, packed))
+    assert torch.equal(off.targets_for(predictions, packed), packed)

@@ -38,7 +38,8 @@ def test_methods_that_apply() -> None:
     from surrogate_search.tasks import get_task
 
     # Registration order: the baselines, then the learned surrogates (the default comparison's order).
-    assert list_methods(get_task("synthetic_text")) == ["proxy", "deep_embedding", "relational"]
+    assert list_methods(get_task("synthetic_text")) == ["proxy", "expected_edit_distance", "deep_embedding",
+                                                        "relational"]
     assert list_methods(get_task("imbalanced_tabular")) == ["proxy", "weighted_proxy", "anyloss", "deep_embedding",
                                                             "relational"]
 

@@ -1,5 +1,5 @@
 """Post-tuning losses: learned surrogates (``deep_embedding``, ``relational``) and fixed baselines
-(``proxy``, ``weighted_proxy``, ``anyloss``), found by name in one registry.
+(``proxy``, ``weighted_proxy``, ``anyloss``, ``expected_edit_distance``), found by name in one registry.
 
 Add your own (a plugin module, see README)::
 
@@ -12,6 +12,7 @@ Add your own (a plugin module, see README)::
 # Registration order is the default comparison's order: baselines first, then learned surrogates.
 from surrogate_search.surrogates import proxy  # noqa: F401, I001  (registers proxy, weighted_proxy)
 from surrogate_search.surrogates import anyloss  # noqa: F401
+from surrogate_search.surrogates import expected_edit_distance  # noqa: F401
 from surrogate_search.surrogates import deep_embedding  # noqa: F401
 from surrogate_search.surrogates import relational  # noqa: F401
 from surrogate_search.surrogates.base import (

@@ -23,9 +23,15 @@ counted as drawn: a path drawn twice weighs twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import editdistance
 import torch
+
+from surrogate_search.surrogates.base import PostTuneLoss, register_loss
+from surrogate_search.tasks import Split, Task
+from surrogate_search.utils import check_range
 
 
 def sample_paths(log_probs: torch.Tensor, n_samples: int, generator: torch.Generator) -> torch.Tensor:
@@ -37,9 +43,15 @@ def sample_paths(log_probs: torch.Tensor, n_samples: int, generator: torch.Gener
     return draws.view(batch, frames, n_samples).transpose(1, 2).to(log_probs.device)
 
 
-def expected_edit_distance_loss(log_probs: torch.Tensor, labels: Sequence[str],
-                                decode: Callable[[torch.Tensor], list[str]], n_samples: int,
-                                generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+def edit_distances(texts: Sequence[str], labels: Sequence[str]) -> list[float]:
+    return [float(editdistance.eval(text, label)) for text, label in zip(texts, labels)]
+
+
+def expected_edit_distance_loss(log_probs: torch.Tensor, labels: Sequence[Any],
+                                decode: Callable[[torch.Tensor], list[Any]], n_samples: int,
+                                generator: torch.Generator,
+                                errors: Callable[[Sequence[Any], Sequence[Any]], list[float]] = edit_distances,
+                                ) -> tuple[torch.Tensor, dict[str, float]]:
     """Sampled minimum-expected-edit-distance loss of a batch, and its statistics.
 
     Args:
@@ -49,6 +61,8 @@ def expected_edit_distance_loss(log_probs: torch.Tensor, labels: Sequence[str],
             per-position argmax decoder for position-aligned models).
         n_samples: paths drawn per item (at least 2: one sample has no alternative to compare with).
         generator: seeds the draws, so that a run repeats exactly.
+        errors: decoded outputs and their labels -> one error each (lower is better); edit
+            distance by default, the task's own metric when a loss passes it.
 
     Returns ``(loss, stats)``: the loss is a scalar (mean over items, in characters); ``stats`` has
     ``mwer/sampled_edit_distance`` (mean edit distance of all samples) and
@@ -68,11 +82,55 @@ def expected_edit_distance_loss(log_probs: torch.Tensor, labels: Sequence[str],
     with torch.no_grad():
         paths = sample_paths(log_probs, n_samples, generator)                   # (B, N, T)
         decoded = decode(paths.reshape(batch * n_samples, frames))
-    distances = torch.tensor([editdistance.eval(text, labels[i // n_samples]) for i, text in enumerate(decoded)],
-                             dtype=log_probs.dtype, device=log_probs.device).view(batch, n_samples)
+    repeated = [labels[i // n_samples] for i in range(batch * n_samples)]
+    distances = torch.tensor(errors(decoded, repeated), dtype=log_probs.dtype,
+                             device=log_probs.device).view(batch, n_samples)
     path_log_probs = log_probs.gather(2, paths.transpose(1, 2)).sum(1)        # (B, N), with gradient
     weights = path_log_probs.softmax(-1)
     expected = (weights * distances).sum(-1)                                    # (B,)
     loss = (expected - distances.mean(-1)).mean()
     return loss, {"mwer/sampled_edit_distance": float(distances.mean()),
                   "mwer/expected_edit_distance": float(expected.detach().mean())}
+
+
+@dataclass
+class ExpectedEditDistanceOptions:
+    samples: int = 8
+    """Outputs sampled per item (N); the expectation is taken over them."""
+    proxy_weight: float = 1.0
+    """Weight of the task's proxy loss (CTC) added to the expected error, as MWER training keeps
+    cross-entropy beside it: an item whose samples all agree gives no gradient of its own."""
+
+    def validate(self) -> None:
+        check_range("expected_edit_distance", self, non_negative=("proxy_weight",))
+        if self.samples < 2:
+            raise ValueError(f"post-tuning config: expected_edit_distance.samples must be >= 2, got {self.samples!r}")
+
+
+@register_loss("expected_edit_distance")
+class ExpectedEditDistance(PostTuneLoss):
+    """Minimum expected metric error over sampled outputs (MWER-style), plus a weighted proxy term:
+    the direct-metric baseline a learned surrogate of a sequence metric has to beat."""
+
+    Options = ExpectedEditDistanceOptions
+
+    def __init__(self, task: Task, config) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(task, config)
+        self.generator = torch.Generator().manual_seed(config.seed * 65537 + 11)
+
+    @classmethod
+    def supports(cls, task: Task) -> bool:
+        return type(task).decode_classes is not Task.decode_classes and task.metric.decomposable
+
+    def errors(self, outputs: Sequence[Any], labels: Sequence[Any]) -> list[float]:
+        return [self.task.error(float(v)) for v in self.task.metric.per_sample(outputs, labels)]
+
+    def model_loss(self, outputs: torch.Tensor, batch: Split) -> tuple[torch.Tensor, dict[str, float]]:
+        log_probs = outputs.float().log_softmax(-1)
+        loss, stats = expected_edit_distance_loss(log_probs, batch.labels, self.task.decode_classes,
+                                                  self.options.samples, self.generator, self.errors)
+        if self.options.proxy_weight:
+            proxy = self.task.proxy_loss(outputs, batch)
+            loss = loss + self.options.proxy_weight * proxy
+            stats["proxy_loss"] = float(proxy.detach())
+        return loss, stats

@@ -88,7 +88,13 @@ class LearnedSurrogateLoss(PostTuneLoss):
         return type(task).surrogate_targets is not Task.surrogate_targets
 
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self.surrogate(predictions, targets)
+        return self.surrogate(predictions, self.targets_for(predictions, targets))
+
+    def targets_for(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """What the surrogate compares ``predictions`` with (``surrogate.align_targets``)."""
+        if not self.config.surrogate.align_targets or self.task.set_level:
+            return targets
+        return self.task.align_targets(predictions.detach(), targets)
 
     def fit_loss(self, estimates: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -96,7 +102,7 @@ class LearnedSurrogateLoss(PostTuneLoss):
     def fit(self, pairs: Pairs) -> tuple[torch.Tensor, dict[str, float]]:
         """The surrogate's training loss on ``pairs``; the caller steps the surrogate's optimizer."""
         z = pairs.predictions.detach().requires_grad_(True)
-        estimates = self.surrogate(z, pairs.targets)
+        estimates = self.surrogate(z, self.targets_for(z, pairs.targets))
         fit = self.fit_loss(estimates, pairs.errors)
         penalty = (gradient_norms(estimates, z) - 1.0).pow(2).mean()
         loss = fit + self.config.surrogate.grad_penalty * penalty
@@ -109,6 +115,7 @@ class LearnedSurrogateLoss(PostTuneLoss):
         targets = self.task.surrogate_targets(batch)
         if self.task.set_level:  # the whole batch is one set
             predictions, targets = predictions.unsqueeze(0), targets.unsqueeze(0)
+        targets = self.targets_for(predictions, targets)
         estimates = self.surrogate(predictions, targets)
         check_finite(estimates, f"the {self.name} surrogate's output", step="model update")
         stats: dict[str, float] = {"surrogate/value": float(estimates.detach().mean())}

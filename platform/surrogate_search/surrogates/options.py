@@ -30,6 +30,10 @@ class SurrogateConfig:
     from the model's loss (None keeps all)."""
     proxy_weight: float = 0.0
     """Weight of the task's proxy loss (CTC, BCE) added to the surrogate's loss in a model update."""
+    align_targets: bool = True
+    """Compare each prediction with the label laid out in the prediction's own frames (CTC: the
+    label's best path under the prediction); false: the task's fixed layout (CTC: characters
+    packed into the first frames), kept to measure what alignment changes."""
 
     def validate(self) -> None:
         check_range("surrogate", self, positive=("width", "depth", "embedding", "lr", "steps_per_model_step",

@@ -167,6 +167,16 @@ class Task(ABC):
         """Targets in the same form as ``predict``'s output (one-hot frames, 0/1 labels)."""
         raise NotImplementedError(f"task {self.name!r} does not support learned surrogates")
 
+    def align_targets(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Surrogate ``targets`` laid out as the (detached) ``predictions`` would be if they were
+        right; the identity unless the output layout depends on the prediction (CTC frames)."""
+        return targets
+
+    def decode_classes(self, classes: torch.Tensor) -> list[Any]:
+        """Sequence tasks: a class index per output (e.g. sampled paths) in the metric's own terms.
+        Losses that sample outputs (``expected_edit_distance``) apply where a task has it."""
+        raise NotImplementedError(f"task {self.name!r} does not decode class indices")
+
     def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
         """Global sampling: ``(predictions, surrogate targets, labels)`` spanning the metric's range,
         ``n_items`` items (of ``set_size`` samples each for set-level metrics), not from any model."""

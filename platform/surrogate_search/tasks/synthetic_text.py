@@ -22,6 +22,7 @@ from surrogate_search.registry import Registry
 from surrogate_search.tasks.attention_decoder import ParallelAttentionRecognizer
 from surrogate_search.tasks.base import Split, Splits, Task, TrainDefaults, register_task
 from surrogate_search.tasks.crnn import CRNN
+from surrogate_search.tasks.ctc_align import aligned_targets
 from surrogate_search.tasks.text_pairs import ctc_path, position_path, random_edit, soft_frames
 from surrogate_search.tasks.text_render import CHARSET, IMAGE_WIDTH, MAX_LABEL_LENGTH, RenderOptions, render_split, sample_label
 
@@ -93,6 +94,11 @@ class TextModel(ABC):
     def path(self, text: str, rng: np.random.Generator) -> np.ndarray:
         """A class per output that :meth:`decode` reads back as ``text`` (for global pairs)."""
 
+    def align(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One-hot ``targets`` (from :meth:`target_classes`) laid out as ``predictions`` would be
+        if they were right; the identity where the layout is fixed (one output per character)."""
+        return targets
+
 
 TEXT_MODELS: Registry[TextModel] = Registry("text model")
 
@@ -127,6 +133,13 @@ class CTCModel(TextModel):
 
     def path(self, text: str, rng: np.random.Generator) -> np.ndarray:
         return ctc_path(text, FRAMES, rng, BLANK)
+
+    def align(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # The packed target holds the label's characters, then blanks: read the label back and put
+        # it on its best CTC path under the prediction (the frames a correct output would use).
+        classes = targets.argmax(-1)[:, :MAX_LABEL_LENGTH]
+        lengths = (classes != BLANK).sum(1)
+        return aligned_targets(predictions, classes, lengths, NUM_CLASSES, blank=BLANK).to(targets.dtype)
 
 
 @TEXT_MODELS.register("attention")
@@ -244,7 +257,10 @@ class SyntheticText(Task):
         return outputs.softmax(-1)
 
     def decode(self, predictions: torch.Tensor) -> list[str]:
-        return self.text_model.decode(predictions.argmax(-1))
+        return self.decode_classes(predictions.argmax(-1))
+
+    def decode_classes(self, classes: torch.Tensor) -> list[str]:
+        return self.text_model.decode(classes)
 
     # --- what a learned surrogate sees -------------------------------------------------------------
     def surrogate_targets(self, batch: Split) -> torch.Tensor:
@@ -252,6 +268,11 @@ class SyntheticText(Task):
         frames, then blanks. Attention decoder: its characters, then class 0, position by position,
         exactly the layout of a correct prediction."""
         return F.one_hot(self.text_model.target_classes(batch.tensors["targets"]), NUM_CLASSES).float()
+
+    def align_targets(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """CRNN: the label on its best CTC path under each prediction (a correct prediction's own
+        frames); attention decoder: unchanged (already position-aligned)."""
+        return self.text_model.align(predictions, targets)
 
     def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
         rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
