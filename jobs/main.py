@@ -5,7 +5,7 @@
 2. A short local search of the LS-ED space (search_spaces/text_edit_distance.yaml) with Ray Tune +
    Optuna (one-worker trials, so each runs inline in its Tune process), every trial recorded in MLflow.
 3. Seeded comparisons from the same base checkpoints with the same extra budget: the search's
-   best surrogate against CTC continuation on text; BCE, weighted BCE, AnyLoss and the learned
+   best surrogate against CTC continuation and the expected-edit-distance (MWER) baseline on text; BCE, weighted BCE, AnyLoss and the learned
    surrogates on each tabular dataset. Each is a parent MLflow run with a child per method x seed.
 4. The report table of each comparison, read back from MLflow, and the command that opens the UI.
 
@@ -77,7 +77,7 @@ def base_models(args: argparse.Namespace) -> dict[str, object]:
     checkpoints = {}
     for key, (task, folder) in tasks.items():
         started = time.perf_counter()
-        checkpoints[key] = ensure_base_checkpoint(task, folder)
+        checkpoints[key] = ensure_base_checkpoint(task, folder, replace_stale=True)  # these folders are the job's
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         val, test = metrics.get("val", {}), metrics.get("test", {})
         print(f"{key:16s} {task.metric_name}: val {val.get(task.metric_name, float('nan')):.4f}  "
@@ -115,8 +115,10 @@ def comparisons(args: argparse.Namespace, checkpoints: dict[str, object], best: 
     done = []
     banner(f"3. comparisons: same base checkpoint, same budget, {args.seeds} seeds, test split")
     text_config = {**best, "steps": args.text_steps, "eval_every": max(1, args.text_steps // 2)}
-    print(f"synthetic_text: {best['method']} (best of the search) vs proxy (CTC continuation), {args.text_steps} steps")
-    done.append(compare(checkpoints["synthetic_text"], text_config, methods=["proxy", str(best["method"])],
+    print(f"synthetic_text: {best['method']} (best of the search) vs proxy (CTC continuation) and "
+          f"expected_edit_distance (MWER), {args.text_steps} steps")
+    done.append(compare(checkpoints["synthetic_text"], text_config,
+                        methods=["proxy", "expected_edit_distance", str(best["method"])],
                         seeds=seeds, tracking_uri=args.tracking_uri))
     for key, checkpoint in checkpoints.items():
         if key == "synthetic_text":

@@ -33,6 +33,10 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, belongs to another task, or to an older definition of its task."""
 
 
+class StaleCheckpointError(CheckpointError):
+    """A checkpoint pretrained for another ``version`` of its task's data definition."""
+
+
 def pretrain_command(task_name: str, task_options: dict[str, Any], task_seed: int, out: str | Path) -> str:
     """The ``surrogate-search pretrain`` command line that (re)trains this base checkpoint."""
     words = ["surrogate-search", "pretrain", "--task", task_name]
@@ -178,7 +182,7 @@ def load_checkpoint(path: str | Path, expected_task: str | None = None) -> BaseC
     )
     current = task_version(checkpoint.task_name)
     if current is not None and current != checkpoint.task_version:
-        raise CheckpointError(
+        raise StaleCheckpointError(
             f"checkpoint {file} was pretrained for version {checkpoint.task_version} of task "
             f"{checkpoint.task_name!r}, but this code defines version {current}: the task's data or labelling "
             f"changed, and a base model trained on the old definition is wrong for the new one. Pretrain the "

@@ -66,6 +66,9 @@ class Comparison:
     """The settings every run shared (shown with the control's method)."""
     summaries: list[MethodSummary]
     runs: list[PostTuneResult] = field(default_factory=list)
+    base_splits: dict[str, float] = field(default_factory=dict)
+    """The base model's metric on ``train``, ``tune`` and ``val``, on as many samples of each as
+    val has: where its errors are (few on the data it memorised)."""
     mlflow: dict[str, str] = field(default_factory=dict)
     """Where the comparison was recorded (``experiment``, ``run_id`` of its parent run,
     ``tracking_uri``); empty if it was not."""
@@ -90,6 +93,10 @@ class Comparison:
                  f"{'method':22s} {'test ' + self.metric:>22s} {'vs proxy':>9s} {'seeds':>5s} {'kept base':>9s} "
                  f"{'s/run':>7s}",
                  f"{'base (no tuning)':22s} {self.base_test:>22.4f}"]
+        if self.base_splits:
+            where = ", ".join(f"{name} {value:.4f}" for name, value in self.base_splits.items())
+            lines.insert(1, f"base model {self.metric} on {len(self.base_splits)} splits of val's size: {where}; "
+                            f"post-tuning updates on {c.data}")
         for row in self.rows():
             change = "—" if row["method"] == CONTROL or math.isnan(row["vs_proxy_pct"]) else f"{row['vs_proxy_pct']:+.1f}%"
             lines.append(f"{row['method']:22s} {row['mean']:>13.4f} ± {row['std']:<6.4f} {change:>9s} "
@@ -106,8 +113,12 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
     task = checkpoint.build_task()
     methods = comparison_methods(task, methods)
     base = PostTuneConfig.for_task(task, overrides).replace(method=CONTROL)
-    splits = task.load_splits(cache_dir)
-    base_test = task.evaluate(checkpoint.build_model(task), splits.test)[task.metric_name]
+    splits = task.splits(cache_dir)
+    base_model = checkpoint.build_model(task)
+    base_test = task.evaluate(base_model, splits.test)[task.metric_name]
+    # Where the base model's errors are: as many samples of each split as val has, so totals compare.
+    base_splits = {name: task.evaluate(base_model, splits[name].subset(range(min(len(splits[name]), len(splits.val)))))
+                   [task.metric_name] for name in ("train", "tune", "val")}
     runner = run or (lambda cfg, ckpt: posttune(cfg, ckpt, splits=splits))
     summaries, runs = [], []
     for method in methods:
@@ -119,4 +130,5 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
         summaries.append(MethodSummary(method, [r.test[task.metric_name] for r in results],
                                        [r.val[task.metric_name] for r in results], [r.seconds for r in results],
                                        kept_base=sum(r.best_step == 0 for r in results)))
-    return Comparison(task.name, task.metric_name, task.metric.higher_is_better, base_test, base, summaries, runs)
+    return Comparison(task.name, task.metric_name, task.metric.higher_is_better, base_test, base, summaries, runs,
+                      base_splits=base_splits)

@@ -60,6 +60,10 @@ class PostTuneConfig:
     """Samples per model update (and the set size a set-level surrogate scores)."""
     lr: float = 1e-4
     eval_every: int = 50
+    data: str = "tune"
+    """Where the model is updated (and a learned surrogate draws the model's own predictions):
+    ``tune``, the part of the data the base model never trained on, where it still makes errors;
+    ``train``, the base model's own (memorised) training split, kept to measure the difference."""
     seed: int = 0
     amp: bool = False
     """bfloat16 autocast for the model on CUDA."""
@@ -116,6 +120,8 @@ class PostTuneConfig:
     def validate(self) -> PostTuneConfig:
         loss_class(self.method)  # an unknown method lists the known ones
         check_range("", self, positive=("steps", "batch_size", "eval_every", "lr"))
+        if self.data not in ("tune", "train"):
+            raise ValueError(f"post-tuning config: data must be 'tune' or 'train', got {self.data!r}")
         for section in (self.surrogate, self.sampling, *self.options.values()):
             if hasattr(section, "validate"):
                 section.validate()

@@ -125,8 +125,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     task = ckpt.build_task()
     device = resolve_device(ctx.device or config.device)
     started = time.perf_counter()
-    splits = splits or task.load_splits(cache_dir)
-    shard = splits.train.shard(ctx.rank, ctx.world_size)
+    splits = splits or task.splits(cache_dir)
+    shard = splits[config.data].shard(ctx.rank, ctx.world_size)
 
     seed_everything(config.seed)  # same seed on every rank: identical surrogate initialisation
     model = ckpt.build_model(task).to(device)

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from surrogate_search.checkpoint import BaseCheckpoint, CheckpointError, load_checkpoint, save_checkpoint
+from surrogate_search.checkpoint import (BaseCheckpoint, CheckpointError, StaleCheckpointError, load_checkpoint,
+                                        save_checkpoint)
 from surrogate_search.tasks import Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
 
@@ -47,7 +48,7 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
     generator = seed_everything(seed)
     started = time.perf_counter()
 
-    splits = task.load_splits(cache_dir)
+    splits = task.splits(cache_dir)  # its train split excludes the tuning part
     log.info("%s: %d train / %d val / %d test samples", task.name, len(splits.train), len(splits.val), len(splits.test))
     model_options = {**task.default_model_options(), **(model_options or {})}
     model = task.build_model(**model_options).to(dev)
@@ -108,12 +109,18 @@ def default_checkpoint_dir(task: Task) -> Path:
 
 
 def ensure_base_checkpoint(task: Task, path: str | Path | None = None, *, cache_dir: str | None = None,
-                           pretrain_if_missing: bool = True) -> BaseCheckpoint:
+                           pretrain_if_missing: bool = True, replace_stale: bool = False) -> BaseCheckpoint:
     """Load the base checkpoint at ``path`` (default :func:`default_checkpoint_dir`), pretraining it
-    first if it does not exist yet. A checkpoint of another task is an error, never silently replaced."""
+    first if it does not exist yet. A checkpoint of another task is an error, never silently replaced;
+    one pretrained for an older version of the task is pretrained again only with ``replace_stale``
+    (for folders the caller owns, such as ``make run``'s)."""
     path = Path(path) if path else default_checkpoint_dir(task)
     try:
         return load_checkpoint(path, expected_task=task.name)
+    except StaleCheckpointError as exc:
+        if not replace_stale:
+            raise
+        log.warning("%s; pretraining it again", str(exc).split(": the task's")[0])
     except CheckpointError:
         if not pretrain_if_missing or (path / "model.pt").exists() or path.is_file():
             raise

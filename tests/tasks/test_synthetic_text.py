@@ -35,7 +35,7 @@ def test_rendering_is_reproducible_and_varied() -> None:
 def test_splits_are_cached_on_disk(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     task = get_task("synthetic_text", train_size=8, val_size=4, test_size=4)
     first = task.load_splits(tmp_path)
-    assert len(list(tmp_path.glob("*.npz"))) == 3
+    assert len(list(tmp_path.glob("*.npz"))) == 4  # train, val, test and the tuning images
 
     def fail(*args, **kwargs):
         raise AssertionError("rendered again instead of reading the cache")
@@ -51,7 +51,7 @@ def test_without_a_cache_dir_splits_go_to_the_default_cache(tmp_path, monkeypatc
     monkeypatch.setenv("SURROGATE_SEARCH_CACHE", str(tmp_path / "default"))
     task = get_task("synthetic_text", train_size=8, val_size=4, test_size=4)
     task.load_splits()
-    assert len(list((tmp_path / "default").glob("synthetic_text-*.npz"))) == 3
+    assert len(list((tmp_path / "default").glob("synthetic_text-*.npz"))) == 4
     assert not list((tmp_path / "default").glob("*.tmp.npz"))
 
 

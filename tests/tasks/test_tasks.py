@@ -63,7 +63,7 @@ def test_bad_task_options_name_the_value() -> None:
         get_task("imbalanced_tabular", dataset="iris")
     with pytest.raises(ValueError, match="unknown option\\(s\\) \\['train_sise'\\]"):
         get_task("synthetic_text", train_sise=10)
-    with pytest.raises(ValueError, match="train_size must be a positive integer, got -5"):
+    with pytest.raises(ValueError, match="train_size must be an integer >= 1, got -5"):
         get_task("synthetic_text", train_size=-5)
 
 

@@ -53,12 +53,19 @@ class Split:
 @dataclass
 class Splits:
     train: Split
+    """What the base model trains on."""
     val: Split
+    """What every selection (early stopping, best post-tuning step, thresholds) is made on."""
     test: Split
+    """What comparisons report; never used to choose anything."""
+    tune: Split | None = None
+    """Data the base model never trained on, where post-tuning updates the model (and a learned
+    surrogate draws the model's own predictions): a model makes there the errors it makes on
+    unseen data, while on its own training split it has memorised nearly every label."""
 
     def __getitem__(self, name: str) -> Split:
-        if name not in ("train", "val", "test"):
-            raise KeyError(f"unknown split {name!r}; splits are train, val, test")
+        if name not in ("train", "val", "test", "tune") or getattr(self, name) is None:
+            raise KeyError(f"unknown split {name!r}; splits are train, val, test, tune")
         return getattr(self, name)
 
 
@@ -113,9 +120,25 @@ class Task(ABC):
         return {"task": self.name, "seed": self.seed, "options": dict(self.options)}
 
     # --- data -------------------------------------------------------------------------------------
+    tuning_fraction: ClassVar[float] = 0.2
+    """Share of the training split held out as the tuning part, for tasks without their own."""
+
     @abstractmethod
     def load_splits(self, cache_dir: str | Path | None = None) -> Splits:
-        """Seeded train/val/test splits; where rendering is slow they are cached in ``cache_dir``."""
+        """Seeded train/val/test splits (and a ``tune`` split where the task can make fresh data);
+        where rendering is slow they are cached in ``cache_dir``."""
+
+    def splits(self, cache_dir: str | Path | None = None) -> Splits:
+        """The splits everything here uses: :meth:`load_splits`, with a tuning part. A task without
+        its own gives up a seeded ``tuning_fraction`` of its training split, which the base model
+        then never trains on."""
+        splits = self.load_splits(cache_dir)
+        if splits.tune is not None:
+            return splits
+        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(self.seed + 7919))
+        held = max(1, round(self.tuning_fraction * len(splits.train)))
+        return Splits(splits.train.subset(order[held:].sort().values), splits.val, splits.test,
+                      tune=splits.train.subset(order[:held].sort().values))
 
     # --- model ------------------------------------------------------------------------------------
     @abstractmethod

@@ -66,6 +66,8 @@ class ImbalancedTabular(Task):
     positives), split 60/20/20 stratified by ``seed``, features standardised on the train split."""
 
     name = "imbalanced_tabular"
+    version = 2
+    """2: the base model trains without the tuning part (``tuning_fraction`` of the train split)."""
     metric_name = "f1"
     report_metrics = ("balanced_accuracy", "gmean", "accuracy")
 

@@ -175,7 +175,8 @@ class PositionModel(TextModel):
 class SyntheticText(Task):
     """Scene-text-like word recognition on rendered images (24 x 96 grey), 36 case-folded characters.
 
-    Options: ``train_size``, ``val_size``, ``test_size`` (images per split), ``model`` (``crnn``,
+    Options: ``train_size``, ``val_size``, ``test_size`` (images per split), ``tune_size`` (freshly
+    rendered images for post-tuning, never seen by the base model; 0: half ``train_size``), ``model`` (``crnn``,
     the default: per-frame outputs and CTC; ``attention``: one output per character position and
     cross-entropy, see :data:`TEXT_MODELS`) and any field of
     :class:`~surrogate_search.tasks.text_render.RenderOptions`.
@@ -186,7 +187,7 @@ class SyntheticText(Task):
     report_metrics = ("normalized_edit_distance", "char_error_rate", "word_accuracy")
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        sizes = {"train_size": 10000, "val_size": 1000, "test_size": 2000}
+        sizes = {"train_size": 10000, "val_size": 1000, "test_size": 2000, "tune_size": 0}
         render = {f.name for f in fields(RenderOptions)}
         unknown = set(options) - set(sizes) - {"model"} - render
         if unknown:
@@ -194,8 +195,9 @@ class SyntheticText(Task):
                              f"known: {sorted(sizes) + ['model'] + sorted(render)}")
         merged = {**sizes, "model": "crnn", **asdict(RenderOptions()), **options}
         for key in sizes:
-            if not isinstance(merged[key], int) or merged[key] < 1:
-                raise ValueError(f"task 'synthetic_text': {key} must be a positive integer, got {merged[key]!r}")
+            least = 0 if key == "tune_size" else 1  # tune_size 0: half the training split's size
+            if not isinstance(merged[key], int) or isinstance(merged[key], bool) or merged[key] < least:
+                raise ValueError(f"task 'synthetic_text': {key} must be an integer >= {least}, got {merged[key]!r}")
         if merged["model"] not in TEXT_MODELS:
             raise ValueError(f"task 'synthetic_text': unknown model {merged['model']!r}; known: {TEXT_MODELS.names()}")
         return merged
@@ -217,10 +219,11 @@ class SyntheticText(Task):
         """Rendered once, then read from ``cache_dir`` (default: :func:`default_cache_dir`, resolved
         in this process, so a Ray worker uses its own node's cache)."""
         cache_dir = cache_dir or default_cache_dir()
-        return Splits(*(self._load_split(name, cache_dir) for name in ("train", "val", "test")))
+        return Splits(*(self._load_split(name, cache_dir) for name in ("train", "val", "test", "tune")))
 
     def _load_split(self, split: str, cache_dir: str | Path | None) -> Split:
-        size = self.options[f"{split}_size"]
+        # The tuning split is rendered from a seed stream of its own: images the base never saw.
+        size = self.options[f"{split}_size"] or (self.options["train_size"] // 2 if split == "tune" else 0)
         key = json.dumps({"seed": self.seed, "split": split, "size": size, **asdict(self._render_options()), "v": 1}, sort_keys=True)
         path = Path(cache_dir) / f"synthetic_text-{split}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz"
         if path.exists():

@@ -141,7 +141,7 @@ def log_surrogate(logger: TrialLogger, task: Task, config: PostTuneConfig, state
     from mlflow.models import infer_signature
 
     loss = build_surrogate(task, config, state)
-    splits = splits or task.load_splits(cache_dir)
+    splits = splits or task.splits(cache_dir)
     with torch.no_grad():
         pairs = fidelity_pairs(task, splits, config, checkpoint.build_model(task).eval())
         estimates = loss.score(pairs.predictions, pairs.targets).float()
@@ -196,7 +196,7 @@ def tracked_compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | N
                                     "checkpoint": str(checkpoint.path or "")},
                               params={"methods": ",".join(methods or ["default"]), "seeds": ",".join(map(str, seeds)),
                                       **{f"base.{k}": v for k, v in flatten(overrides or {}).items()}})
-    splits = task.load_splits(cache_dir)
+    splits = task.splits(cache_dir)
     recorded: dict[tuple[str, int], Recorded] = {}
 
     def run(config: PostTuneConfig, ckpt: BaseCheckpoint) -> PostTuneResult:
@@ -224,7 +224,7 @@ def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckp
                        result: Comparison, recorded: dict[tuple[str, int], Recorded]) -> None:
     logger = TrialLogger(uri, parent)
     metric, higher = result.metric, result.higher_is_better
-    summary: dict[str, float] = {"base_test": result.base_test}
+    summary: dict[str, float] = {"base_test": result.base_test, **{f"base_{k}": v for k, v in result.base_splits.items()}}
     for row in result.rows():
         summary.update({f"{row['method']}/test_mean": row["mean"], f"{row['method']}/test_std": row["std"],
                         f"{row['method']}/vs_proxy_pct": row["vs_proxy_pct"]})

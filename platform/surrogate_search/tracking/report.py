@@ -9,7 +9,7 @@ import io
 import json
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from surrogate_search.tracking.runs import KIND_TAG, PARENT_TAG
@@ -25,6 +25,8 @@ class ReportRow:
     std: float
     vs_proxy_pct: float
     seeds: int
+    kept_base: int = 0
+    """Seeds whose best validation model was the base itself."""
 
 
 @dataclass
@@ -37,6 +39,8 @@ class Report:
     base_test: float | None
     rows: list[ReportRow]
     failed_runs: int
+    base_splits: dict[str, float] = field(default_factory=dict)
+    """The base model's metric on train, tune and val (as many samples of each as val has)."""
 
     def render(self, fmt: str = "text") -> str:
         if fmt not in FORMATS:
@@ -50,10 +54,14 @@ class Report:
         direction = "higher is better" if self.higher_is_better else "lower is better"
         lines = [f"{self.experiment}: test {self.metric} ({direction}), comparison {self.comparison} "
                  f"(run {self.comparison_run_id}); mean ± std over seeds",
-                 f"{'method':16s} {'test ' + self.metric:>22s} {'vs proxy':>9s} {'seeds':>5s}"]
+                 f"{'method':22s} {'test ' + self.metric:>22s} {'vs proxy':>9s} {'seeds':>5s} {'kept base':>9s}"]
+        if self.base_splits:
+            where = ", ".join(f"{name} {value:.4f}" for name, value in self.base_splits.items())
+            lines.insert(1, f"base model {self.metric} on splits of val's size: {where}")
         if self.base_test is not None:
-            lines.append(f"{'base (no tuning)':16s} {self.base_test:>22.4f}")
-        lines += [f"{r.method:16s} {r.mean:>13.4f} ± {r.std:<6.4f} {self._change(r):>9s} {r.seeds:>5d}" for r in self.rows]
+            lines.append(f"{'base (no tuning)':22s} {self.base_test:>22.4f}")
+        lines += [f"{r.method:22s} {r.mean:>13.4f} ± {r.std:<6.4f} {self._change(r):>9s} {r.seeds:>5d} {r.kept_base:>9d}"
+                  for r in self.rows]
         if self.failed_runs:
             lines.append(f"({self.failed_runs} run(s) did not finish and are left out)")
         return "\n".join(lines)
@@ -65,7 +73,7 @@ class Report:
 
     def _csv(self) -> str:
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["method", "mean", "std", "vs_proxy_pct", "seeds"], lineterminator="\n")
+        writer = csv.DictWriter(out, fieldnames=["method", "mean", "std", "vs_proxy_pct", "seeds", "kept_base"], lineterminator="\n")
         writer.writeheader()
         for r in self.rows:
             writer.writerow({**asdict(r), "mean": repr(r.mean), "std": repr(r.std), "vs_proxy_pct": repr(r.vs_proxy_pct)})
@@ -102,13 +110,16 @@ def comparison_report(experiment: str, *, run_id: str | None = None, tracking_ur
     tags = parent.data.tags
     metric = tags.get("metric", "")
     values: dict[str, list[float]] = {}
+    kept: dict[str, int] = {}
     failed = 0
     for child in children:
         key = child.data.tags.get("test_metric", f"test/{metric}")
         if child.info.status != "FINISHED" or key not in child.data.metrics:
             failed += 1
             continue
-        values.setdefault(child.data.tags.get("method", "?"), []).append(child.data.metrics[key])
+        method = child.data.tags.get("method", "?")
+        values.setdefault(method, []).append(child.data.metrics[key])
+        kept[method] = kept.get(method, 0) + int(child.data.metrics.get("best_step", -1) == 0)
     order = sorted(values, key=lambda m: m != "proxy")  # the control first, then in run order
     control = statistics.fmean(values["proxy"]) if "proxy" in values else math.nan
     rows = []
@@ -116,9 +127,12 @@ def comparison_report(experiment: str, *, run_id: str | None = None, tracking_ur
         mean = statistics.fmean(values[method])
         std = statistics.stdev(values[method]) if len(values[method]) > 1 else 0.0
         change = 100.0 * (mean - control) / abs(control) if control and not math.isnan(control) else math.nan
-        rows.append(ReportRow(method, mean, std, change, len(values[method])))
+        rows.append(ReportRow(method, mean, std, change, len(values[method]), kept.get(method, 0)))
+    base_splits = {name: parent.data.metrics[f"base_{name}"] for name in ("train", "tune", "val")
+                   if f"base_{name}" in parent.data.metrics}
     return Report(experiment, parent.info.run_id, tags.get("search_id", ""), metric,
-                  tags.get("higher_is_better", "True") == "True", parent.data.metrics.get("base_test"), rows, failed)
+                  tags.get("higher_is_better", "True") == "True", parent.data.metrics.get("base_test"), rows, failed,
+                  base_splits)
 
 
 def report_as_dict(report: Report) -> dict[str, Any]:
