@@ -16,7 +16,7 @@ BOXES = ([[0, 0, 2, 2], [0, 0, 1, 1]], [[1, 1, 3, 3], [0, 0, 1, 1]])
 SAMPLES: dict[str, tuple[Any, Any]] = {
     "edit_distance": TEXT, "normalized_edit_distance": TEXT, "char_error_rate": TEXT, "word_accuracy": TEXT,
     "f1": BINARY, "f_beta": BINARY, "balanced_accuracy": BINARY, "gmean": BINARY, "accuracy": BINARY,
-    "iou": BOXES,
+    "iou": BOXES, "iou_ge_50": BOXES, "iou_ge_75": BOXES,
 }
 
 

@@ -16,7 +16,7 @@ def _setup(checkpoint, method: str):
 
 
 @pytest.mark.parametrize("method", sorted(LOSSES.names()))
-@pytest.mark.parametrize("which", ["tabular_checkpoint", "text_checkpoint"])
+@pytest.mark.parametrize("which", ["tabular_checkpoint", "text_checkpoint", "box_checkpoint"])
 def test_gradients_flow_to_the_model(method: str, which: str, request: pytest.FixtureRequest) -> None:
     checkpoint = request.getfixturevalue(which)
     task = checkpoint.build_task()
@@ -41,6 +41,7 @@ def test_methods_that_apply() -> None:
     assert list_methods(get_task("synthetic_text")) == ["proxy", "deep_embedding", "relational"]
     assert list_methods(get_task("imbalanced_tabular")) == ["proxy", "weighted_proxy", "anyloss", "deep_embedding",
                                                             "relational"]
+    assert list_methods(get_task("box_localization")) == ["proxy", "giou", "deep_embedding", "relational"]
 
 
 def test_wrong_encoder_for_the_task_is_named(tabular_checkpoint) -> None:

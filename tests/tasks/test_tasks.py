@@ -13,6 +13,7 @@ from surrogate_search.tasks import get_task, list_tasks
 TINY: dict[str, dict[str, Any]] = {
     "synthetic_text": {"train_size": 48, "val_size": 16, "test_size": 16},
     "imbalanced_tabular": {"dataset": "breast_cancer"},
+    "box_localization": {"train_size": 48, "val_size": 16, "test_size": 16},
 }
 
 
@@ -54,7 +55,7 @@ def test_model_outputs_decode_and_evaluate(name: str) -> None:
 
 
 def test_unknown_task_lists_known_ones() -> None:
-    with pytest.raises(UnknownNameError, match="unknown task 'synthetic'; known tasks: imbalanced_tabular, synthetic_text"):
+    with pytest.raises(UnknownNameError, match="unknown task 'synthetic'; known tasks: box_localization, imbalanced_tabular, synthetic_text"):
         get_task("synthetic")
 
 

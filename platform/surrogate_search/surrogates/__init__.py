@@ -1,5 +1,5 @@
 """Post-tuning losses: learned surrogates (``deep_embedding``, ``relational``) and fixed baselines
-(``proxy``, ``weighted_proxy``, ``anyloss``), found by name in one registry.
+(``proxy``, ``weighted_proxy``, ``anyloss``, ``giou``), found by name in one registry.
 
 Add your own (a plugin module, see README)::
 
@@ -12,8 +12,10 @@ Add your own (a plugin module, see README)::
 # Registration order is the default comparison's order: baselines first, then learned surrogates.
 from surrogate_search.surrogates import proxy  # noqa: F401, I001  (registers proxy, weighted_proxy)
 from surrogate_search.surrogates import anyloss  # noqa: F401
+from surrogate_search.surrogates import giou  # noqa: F401
 from surrogate_search.surrogates import deep_embedding  # noqa: F401
 from surrogate_search.surrogates import relational  # noqa: F401
+from surrogate_search.surrogates import pair_encoder  # noqa: F401  (registers the mlp encoder)
 from surrogate_search.surrogates.base import (
     LEARNED_SECTIONS,
     LOSSES,
