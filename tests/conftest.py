@@ -48,3 +48,32 @@ def text_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_text_options)
     out = tmp_path_factory.mktemp("base_text")
     pretrain(get_task("synthetic_text", **tiny_text_options), out, max_epochs=1, patience=1)
     return load_checkpoint(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_box_options() -> dict[str, int]:
+    return {"train_size": 96, "val_size": 32, "test_size": 32}
+
+
+@pytest.fixture(scope="session")
+def box_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_box_options):
+    """A (barely trained) box regressor on a tiny split: enough to exercise every code path."""
+    from surrogate_search.checkpoint import load_checkpoint
+    from surrogate_search.pretrain import pretrain
+    from surrogate_search.tasks import get_task
+
+    out = tmp_path_factory.mktemp("base_box")
+    pretrain(get_task("box_localization", **tiny_box_options), out, max_epochs=2, patience=2)
+    return load_checkpoint(out)
+
+
+@pytest.fixture(scope="session")
+def retrieval_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A (barely trained) embedding model on a few images per character."""
+    from surrogate_search.checkpoint import load_checkpoint
+    from surrogate_search.pretrain import pretrain
+    from surrogate_search.tasks import get_task
+
+    out = tmp_path_factory.mktemp("base_retrieval")
+    pretrain(get_task("retrieval", train_per_class=4, val_per_class=3, test_per_class=3), out, max_epochs=1, patience=1)
+    return load_checkpoint(out)

@@ -100,8 +100,8 @@ class LocalSampler(PairSampler):
         targets = self.task.surrogate_targets(batch)
         labels: list[Any] = batch.labels
         if self.task.set_level:
-            predictions = predictions.view(n_items, per_item)
-            targets = targets.view(n_items, per_item)
+            predictions = predictions.view(n_items, per_item, *predictions.shape[1:])  # (items, N, ...) sets
+            targets = targets.view(n_items, per_item, *targets.shape[1:])
             labels = [labels[i * per_item:(i + 1) * per_item] for i in range(n_items)]
         errors = self.task.item_errors(predictions.cpu(), labels).to(self.device)
         return Pairs(predictions, targets, errors)

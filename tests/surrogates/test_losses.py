@@ -16,7 +16,8 @@ def _setup(checkpoint, method: str):
 
 
 @pytest.mark.parametrize("method", sorted(LOSSES.names()))
-@pytest.mark.parametrize("which", ["tabular_checkpoint", "text_checkpoint"])
+@pytest.mark.parametrize("which", ["tabular_checkpoint", "text_checkpoint", "box_checkpoint",
+                                   "retrieval_checkpoint"])
 def test_gradients_flow_to_the_model(method: str, which: str, request: pytest.FixtureRequest) -> None:
     checkpoint = request.getfixturevalue(which)
     task = checkpoint.build_task()
@@ -42,10 +43,12 @@ def test_methods_that_apply() -> None:
                                                         "relational"]
     assert list_methods(get_task("imbalanced_tabular")) == ["proxy", "weighted_proxy", "anyloss", "deep_embedding",
                                                             "relational"]
+    assert list_methods(get_task("box_localization")) == ["proxy", "giou", "deep_embedding", "relational"]
+    assert list_methods(get_task("retrieval")) == ["proxy", "recall_at_k", "deep_embedding", "relational"]
 
 
 def test_wrong_encoder_for_the_task_is_named(tabular_checkpoint) -> None:
     task = tabular_checkpoint.build_task()
     config = PostTuneConfig.from_dotted({"method": "deep_embedding", "surrogate": {"encoder": "conv_lstm"}})
-    with pytest.raises(ValueError, match="set-level metric \\(f1\\); surrogate.encoder must be 'deepsets', got 'conv_lstm'"):
+    with pytest.raises(ValueError, match="set-level metric \\(f1\\); surrogate.encoder must be a set encoder \\('deepsets', 'ranking'\\), got 'conv_lstm'"):
         create_loss(task, config)

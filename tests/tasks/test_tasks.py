@@ -13,6 +13,8 @@ from surrogate_search.tasks import get_task, list_tasks
 TINY: dict[str, dict[str, Any]] = {
     "synthetic_text": {"train_size": 48, "val_size": 16, "test_size": 16},
     "imbalanced_tabular": {"dataset": "breast_cancer"},
+    "box_localization": {"train_size": 48, "val_size": 16, "test_size": 16},
+    "retrieval": {"train_per_class": 3, "val_per_class": 3, "test_per_class": 3},
 }
 
 
@@ -45,16 +47,18 @@ def test_model_outputs_decode_and_evaluate(name: str) -> None:
     assert torch.isfinite(loss)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     predictions = task.predict(outputs)
-    assert predictions.min() >= 0 and predictions.max() <= 1  # probabilities
+    # probabilities, boxes as fractions of the image; unit-length embeddings for retrieval
+    low = -1 if name == "retrieval" else 0
+    assert predictions.min() >= low and predictions.max() <= 1
     decoded = task.decode(predictions)
     assert len(decoded) == len(batch)
-    assert type(decoded[0]) is type(batch.labels[0])
+    assert 0 <= task.metric.compute(decoded, batch.labels) < float("inf")  # what the metric reads
     results = task.evaluate(model, splits.val)
     assert {task.metric_name, *task.report_metrics, "proxy_loss"} <= set(results)
 
 
 def test_unknown_task_lists_known_ones() -> None:
-    with pytest.raises(UnknownNameError, match="unknown task 'synthetic'; known tasks: imbalanced_tabular, synthetic_text"):
+    with pytest.raises(UnknownNameError, match="unknown task 'synthetic'; known tasks: box_localization, imbalanced_tabular, retrieval, synthetic_text"):
         get_task("synthetic")
 
 

@@ -12,21 +12,24 @@ Add your own::
             return float((np.asarray(predictions) != np.asarray(targets)).mean())
 """
 
-from surrogate_search.metrics import classification, edit_distance, iou  # noqa: F401  (registers)
+from surrogate_search.metrics import classification, edit_distance, iou, retrieval  # noqa: F401  (registers)
 from surrogate_search.metrics.base import METRICS, Metric, NotDecomposableError, get_metric, list_metrics, register_metric
 from surrogate_search.metrics.classification import ConfusionMatrixMetric, confusion_counts
 from surrogate_search.metrics.edit_distance import edit_distances
 from surrogate_search.metrics.iou import box_iou
+from surrogate_search.metrics.retrieval import RecallAtK, retrieval_hits
 
 __all__ = [
     "METRICS",
     "ConfusionMatrixMetric",
     "Metric",
     "NotDecomposableError",
+    "RecallAtK",
     "box_iou",
     "confusion_counts",
     "edit_distances",
     "get_metric",
     "list_metrics",
     "register_metric",
+    "retrieval_hits",
 ]

@@ -46,3 +46,34 @@ class IoU(Metric):
     def compute(self, predictions: Any, targets: Any) -> float:
         values = box_iou(predictions, targets)
         return float(values.mean()) if len(values) else 0.0
+
+
+class IoUAtLeast(Metric):
+    """Per sample: 1 if the predicted box overlaps its target with IoU >= ``threshold``, else 0.
+    Over a split: the share of such boxes (a detection counts as correct at IoU 0.5 in PASCAL VOC)."""
+
+    higher_is_better = True
+    threshold: float
+
+    def per_sample(self, predictions: Any, targets: Any) -> np.ndarray:
+        return (box_iou(predictions, targets) >= self.threshold).astype(np.float64)
+
+    def compute(self, predictions: Any, targets: Any) -> float:
+        values = self.per_sample(predictions, targets)
+        return float(values.mean()) if len(values) else 0.0
+
+
+@register_metric("iou_ge_50")
+class IoUAtLeast50(IoUAtLeast):
+    """Share of boxes with IoU >= 0.5."""
+
+    name = "iou_ge_50"
+    threshold = 0.5
+
+
+@register_metric("iou_ge_75")
+class IoUAtLeast75(IoUAtLeast):
+    """Share of boxes with IoU >= 0.75."""
+
+    name = "iou_ge_75"
+    threshold = 0.75

@@ -1,5 +1,6 @@
 """Post-tuning losses: learned surrogates (``deep_embedding``, ``relational``) and fixed baselines
-(``proxy``, ``weighted_proxy``, ``anyloss``, ``expected_edit_distance``), found by name in one registry.
+(``proxy``, ``weighted_proxy``, ``anyloss``, ``expected_edit_distance``, ``giou``, ``recall_at_k``),
+found by name in one registry.
 
 Add your own (a plugin module, see README)::
 
@@ -13,8 +14,11 @@ Add your own (a plugin module, see README)::
 from surrogate_search.surrogates import proxy  # noqa: F401, I001  (registers proxy, weighted_proxy)
 from surrogate_search.surrogates import anyloss  # noqa: F401
 from surrogate_search.surrogates import expected_edit_distance  # noqa: F401
+from surrogate_search.surrogates import giou  # noqa: F401
+from surrogate_search.surrogates import recall_at_k  # noqa: F401
 from surrogate_search.surrogates import deep_embedding  # noqa: F401
 from surrogate_search.surrogates import relational  # noqa: F401
+from surrogate_search.surrogates import pair_encoder, ranking_encoder  # noqa: F401  (register encoders)
 from surrogate_search.surrogates.base import (
     LEARNED_SECTIONS,
     LOSSES,

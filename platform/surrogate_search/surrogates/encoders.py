@@ -81,3 +81,12 @@ class DeepSetsEncoder(nn.Module):
 @ENCODERS.register("deepsets")
 def deepsets_encoder(num_classes: int, frames: int, cfg: SurrogateConfig) -> nn.Module:
     return DeepSetsEncoder(cfg)
+
+
+deepsets_encoder.reads_sets = True  # type: ignore[attr-defined]
+
+
+def set_encoders() -> list[str]:
+    """Encoders that score a whole set per item (their factory has ``reads_sets = True``): the ones a
+    set-level metric needs, a plugin's own included."""
+    return [name for name in ENCODERS.in_order() if getattr(ENCODERS.get(name), "reads_sets", False)]

@@ -14,7 +14,7 @@ import torch
 
 from surrogate_search.sampling import Pairs
 from surrogate_search.surrogates.base import PostTuneLoss, check_finite
-from surrogate_search.surrogates.encoders import ENCODERS
+from surrogate_search.surrogates.encoders import ENCODERS, set_encoders
 from surrogate_search.tasks import Split, Task
 
 
@@ -74,12 +74,13 @@ class LearnedSurrogateLoss(PostTuneLoss):
     def __init__(self, task: Task, config) -> None:  # type: ignore[no-untyped-def]
         super().__init__(task, config)
         cfg = config.surrogate
-        if task.set_level and cfg.encoder != "deepsets":
-            raise ValueError(f"task {task.name!r} has a set-level metric ({task.metric_name}); "
-                             f"surrogate.encoder must be 'deepsets', got {cfg.encoder!r}")
-        if not task.set_level and cfg.encoder == "deepsets":
-            raise ValueError(f"surrogate.encoder 'deepsets' is for set-level metrics; task {task.name!r} scores "
-                             "each sample: use conv, lstm or conv_lstm")
+        reads_sets = cfg.encoder in set_encoders()
+        if task.set_level and not reads_sets:
+            raise ValueError(f"task {task.name!r} has a set-level metric ({task.metric_name}); surrogate.encoder "
+                             f"must be a set encoder ({', '.join(map(repr, set_encoders()))}), got {cfg.encoder!r}")
+        if not task.set_level and reads_sets:
+            raise ValueError(f"surrogate.encoder {cfg.encoder!r} is for set-level metrics; task {task.name!r} scores "
+                             f"each sample: use one of {[n for n in ENCODERS.in_order() if n not in set_encoders()]}")
         frames, classes = task.surrogate_shape
         self.surrogate = EmbeddingSurrogate(ENCODERS.create(cfg.encoder, num_classes=classes, frames=frames, cfg=cfg))
 

@@ -1,0 +1,92 @@
+"""``retrieval``: classes dealt apart, the contrastive proxy loss, the surrogate-side hooks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from surrogate_search.tasks import get_task
+from surrogate_search.tasks.glyph_render import ALPHABET, GLYPH_SIZE, SPLIT_CLASSES, render_glyph_split, split_classes
+from surrogate_search.tasks.retrieval import contrastive_loss
+
+TINY = {"train_per_class": 3, "val_per_class": 2, "test_per_class": 2}
+
+
+def test_splits_have_disjoint_seeded_classes() -> None:
+    a, b = split_classes(0), split_classes(1)
+    assert {k: len(v) for k, v in a.items()} == SPLIT_CLASSES
+    assert set(a["train"]) | set(a["val"]) | set(a["test"]) == set(ALPHABET)
+    assert not (set(a["train"]) & set(a["test"])) and not (set(a["val"]) & set(a["test"]))
+    assert a != b and a == split_classes(0)
+    splits = get_task("retrieval", **TINY).load_splits()
+    assert len(splits.train) == 36 * 3 and len(splits.test) == 16 * 2
+    assert set(splits.test.labels) == set(a["test"])
+    assert [ALPHABET[i] for i in splits.val.tensors["classes"].tolist()] == splits.val.labels
+
+
+def test_rendering_is_reproducible_and_varied() -> None:
+    images, labels = render_glyph_split(seed=2, split="val", per_class=5)
+    again, _ = render_glyph_split(seed=2, split="val", per_class=5)
+    np.testing.assert_array_equal(images, again)
+    assert images.shape == (50, GLYPH_SIZE, GLYPH_SIZE) and labels[:5] == [labels[0]] * 5
+    assert images.std(axis=(1, 2)).min() > 5  # every image shows something
+    assert len({images[i].tobytes() for i in range(50)}) == 50
+
+
+def test_bad_options_name_the_option_and_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"task 'retrieval': unknown option\(s\) \['per_class'\]; "
+                                         r"known: \['dim', 'test_per_class', 'train_per_class', 'val_per_class'\]"):
+        get_task("retrieval", per_class=3)
+    with pytest.raises(ValueError, match="test_per_class must be an integer >= 2, got 1"):
+        get_task("retrieval", test_per_class=1)
+
+
+def test_contrastive_loss_on_hand_checked_pairs() -> None:
+    same, other = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    # two of a class on one point, a third class at 90 degrees: nothing to pull or push
+    assert float(contrastive_loss(torch.stack([same, same, other]), torch.tensor([0, 0, 1]))) == pytest.approx(0.0)
+    # positives at 90 degrees (1 - 0 = 1); a negative at 60 degrees from one of them (0.5 - 0.5 = 0)
+    tilted = torch.tensor([0.5, 3 ** 0.5 / 2])
+    assert float(contrastive_loss(torch.stack([same, other, tilted]), torch.tensor([0, 0, 1]))) == pytest.approx(
+        1.0 + (3 ** 0.5 / 2 - 0.5))  # the tilted one is 30 degrees from `other`: cos 30 - margin
+    # the loss reads directions, not lengths
+    assert float(contrastive_loss(torch.stack([3 * same, other, tilted]), torch.tensor([0, 0, 1]))) == pytest.approx(
+        1.0 + (3 ** 0.5 / 2 - 0.5))
+
+
+def test_class_codes_are_a_perfect_embedding() -> None:
+    task = get_task("retrieval", **TINY)
+    split = task.load_splits().train
+    targets = task.surrogate_targets(split)
+    assert targets.shape == (len(split), 32)
+    torch.testing.assert_close(targets.norm(dim=1), torch.ones(len(split)))
+    assert task.item_errors(targets[None], [split.labels]).tolist() == [0.0]  # recall@1 of 1
+
+
+def test_global_pairs_span_recall_and_local_noise_zero_is_the_prediction() -> None:
+    task = get_task("retrieval", **TINY)
+    predictions, targets, labels = task.random_pairs(120, 32, torch.Generator().manual_seed(0))
+    assert predictions.shape == targets.shape == (120, 32, 32) and len(labels[0]) == 32
+    errors = task.item_errors(predictions, labels)
+    assert (errors == 0).float().mean() > 0.1 and (errors > 0.5).float().mean() > 0.1
+    outputs = torch.randn(16, 32)
+    g = torch.Generator().manual_seed(0)
+    torch.testing.assert_close(task.perturb(outputs, torch.zeros(16), g), task.predict(outputs))
+
+
+def test_ranking_encoder_is_zero_at_the_codes_and_reads_the_ranking() -> None:
+    from surrogate_search.config import PostTuneConfig
+    from surrogate_search.surrogates import create_loss
+
+    task = get_task("retrieval", **TINY)
+    loss_fn = create_loss(task, PostTuneConfig.for_task(task, {"method": "deep_embedding"}))
+    split = task.load_splits().train
+    targets = task.surrogate_targets(split)[None]
+    with torch.no_grad():
+        assert float(loss_fn.score(targets, targets)) == pytest.approx(0.0, abs=1e-3)
+        predictions = task.predict(task.forward(task.build_model(), split))[None]
+    predictions.requires_grad_(True)
+    value = loss_fn.score(predictions, targets)
+    value.sum().backward()
+    assert float(value) > 0 and float(predictions.grad.abs().sum()) > 0
