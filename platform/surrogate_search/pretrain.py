@@ -120,10 +120,10 @@ def ensure_base_checkpoint(task: Task, path: str | Path | None = None, *, cache_
     except StaleCheckpointError as exc:
         if not replace_stale:
             raise
-        log.warning("%s; pretraining it again", str(exc).split(": the task's")[0])
+        log.warning("%s; pretraining it again", exc)  # the folder is the caller's to replace
     except CheckpointError:
         if not pretrain_if_missing or (path / "model.pt").exists() or path.is_file():
             raise
-    log.info("no base checkpoint at %s: pretraining one with the %s proxy loss", path, task.name)
+    log.info("pretraining a base model at %s with the %s proxy loss", path, task.name)
     pretrain(task, path, cache_dir=cache_dir)
     return load_checkpoint(path, expected_task=task.name)

@@ -63,10 +63,10 @@ class DeepSetsEncoder(nn.Module):
     ``phi`` embeds each (probability, label) pair, the mean over the set pools them (confusion
     matrix entries are such means), ``rho`` maps the pooled vector to the embedding."""
 
-    def __init__(self, cfg: SurrogateConfig) -> None:
+    def __init__(self, cfg: SurrogateConfig, features: int = 2) -> None:
         super().__init__()
         phi: list[nn.Module] = []
-        width_in = 2
+        width_in = features  # per set member: (probability, label) here; more in subclasses
         for _ in range(cfg.depth):
             phi += [nn.Linear(width_in, cfg.width), nn.GELU()]
             width_in = cfg.width
@@ -75,7 +75,11 @@ class DeepSetsEncoder(nn.Module):
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         pairs = torch.stack([predictions, targets.to(predictions.dtype)], dim=-1)  # (items, N, 2)
-        return self.rho(self.phi(pairs).mean(dim=1))
+        return self.pool(pairs)
+
+    def pool(self, members: torch.Tensor) -> torch.Tensor:
+        """``(items, N, features)`` -> ``(items, embedding)``: phi per member, mean, rho."""
+        return self.rho(self.phi(members).mean(dim=1))
 
 
 @ENCODERS.register("deepsets")

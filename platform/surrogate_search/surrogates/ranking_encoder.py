@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from surrogate_search.surrogates.encoders import ENCODERS
+from surrogate_search.surrogates.encoders import ENCODERS, DeepSetsEncoder
 from surrogate_search.surrogates.options import SurrogateConfig
 
 TOP = 16
@@ -35,24 +35,17 @@ def top_neighbours(predictions: torch.Tensor, targets: torch.Tensor, top: int = 
     return values, same.gather(-1, order).to(predictions.dtype)
 
 
-class RankingEncoder(nn.Module):
+class RankingEncoder(DeepSetsEncoder):
     def __init__(self, cfg: SurrogateConfig, top: int = TOP) -> None:
-        super().__init__()
+        super().__init__(cfg, features=2 * top)  # each query: its top similarities and same-class flags
         self.top = top
-        phi: list[nn.Module] = []
-        width_in = 2 * top
-        for _ in range(cfg.depth):
-            phi += [nn.Linear(width_in, cfg.width), nn.GELU()]
-            width_in = cfg.width
-        self.phi = nn.Sequential(*phi)
-        self.rho = nn.Sequential(nn.Linear(width_in, cfg.width), nn.GELU(), nn.Linear(cfg.width, cfg.embedding))
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         values, same = top_neighbours(predictions, targets, self.top)
         if values.shape[-1] < self.top:  # sets smaller than top + 1: pad as "no neighbour"
             pad = self.top - values.shape[-1]
             values, same = F.pad(values, (0, pad), value=-1.0), F.pad(same, (0, pad))
-        return self.rho(self.phi(torch.cat([values, same], dim=-1)).mean(dim=1))
+        return self.pool(torch.cat([values, same], dim=-1))
 
 
 @ENCODERS.register("ranking")
