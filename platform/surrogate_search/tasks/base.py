@@ -96,6 +96,9 @@ class Task(ABC):
     """The primary metric: what post-tuning and the search optimise."""
     report_metrics: ClassVar[tuple[str, ...]] = ()
     """Further metrics printed and logged beside the primary one."""
+    checkpoint_options: ClassVar[tuple[str, ...]] = ("dataset",)
+    """Options that name a different model or dataset, hence a base checkpoint of its own: they
+    are part of its default folder (``runs/base_<task>_<value>...``)."""
     version: ClassVar[int] = 1
     """Version of the task's data definition (dataset, labelling, splits). Bump it when a change makes
     base checkpoints trained before it wrong for the task: loading one is then refused, with the
