@@ -33,7 +33,8 @@ class SurrogateConfig:
     of that base then starts from the same trained surrogate instead of learning it from scratch.
     0: no pretraining, each run learns its surrogate in its warm-up."""
     grad_penalty: float = 0.1
-    """lambda in ``fit + lambda * (||grad_z e_hat|| - 1)^2``."""
+    """lambda in ``fit + lambda * (||grad_z e_hat|| - 1)^2`` (``relational`` has its own,
+    ``relational.grad_penalty``, default 10 as in ReLoss)."""
     penalty_scope: str = "all"
     """Pairs the gradient penalty applies to: ``all``, or ``errors`` (only pairs whose metric is
     not perfect, so items the model already gets right are not pushed to a unit-size gradient)."""

@@ -198,6 +198,12 @@ class Task(ABC):
         right; the identity unless the output layout depends on the prediction (CTC frames)."""
         return targets
 
+    def true_class_probabilities(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The probability each prediction gives its target class (per output for sequences, per
+        sample of each set for set-level metrics): what a ReLoss-style ``relational`` surrogate
+        reads. Only tasks whose predictions are class probabilities have it."""
+        raise NotImplementedError(f"task {self.name!r} does not predict class probabilities")
+
     def decode_classes(self, classes: torch.Tensor) -> list[Any]:
         """Sequence tasks: a class index per output (e.g. sampled paths) in the metric's own terms.
         Losses that sample outputs (``expected_edit_distance``) apply where a task has it."""

@@ -279,6 +279,10 @@ class SyntheticText(Task):
         frames); attention decoder: unchanged (already position-aligned)."""
         return self.text_model.align(predictions, targets)
 
+    def true_class_probabilities(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(items, outputs)``: the probability of the (aligned) target class at each frame or position."""
+        return (predictions * targets).sum(-1)
+
     def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
         rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
         labels = [sample_label(rng, self._render_options()) for _ in range(n_items)]
