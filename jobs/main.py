@@ -34,9 +34,10 @@ from surrogate_search.tasks import get_task  # noqa: E402
 log = logging.getLogger("main")
 TABULAR_DATASETS = ("breast_cancer", "digits", "synthetic")
 LAPTOP_SPACE = {"space.surrogate.encoder.choices": ["conv"], "space.surrogate.steps_per_model_step.high": 2,
-                "posttune.surrogate.warmup_steps": 50}
+                "space.surrogate.pretrain_steps.choices": [0], "posttune.surrogate.warmup_steps": 50}
 """How the laptop budget narrows the LS-ED space (``--full-space`` searches the file as written):
-the fastest encoder, few surrogate updates per model update, a short warm-up. Two one-worker
+the fastest encoder, few surrogate updates per model update, a short warm-up and no pretrained
+surrogate (each trial's surrogate settings differ, so a pretrained one would be made per trial). Two one-worker
 trials run at once on two cores."""
 
 

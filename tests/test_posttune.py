@@ -120,3 +120,17 @@ def test_expected_edit_distance_post_tunes_a_text_model(text_checkpoint) -> None
     assert result.steps == 2 and "mwer/expected_edit_distance" in result.history[-1]
     with pytest.raises(ValueError, match="expected_edit_distance.samples must be >= 2, got 1"):
         config.replace({"expected_edit_distance.samples": 1})
+
+
+@pytest.mark.parametrize(("schedule", "halfway", "last"), [("constant", 1e-3, 1e-3), ("cosine", 5e-4, 0.0)])
+def test_lr_schedule_sets_the_step_size_of_each_model_update(tabular_checkpoint, schedule, halfway, last) -> None:
+    seen = []
+    ctx = WorkerContext(report=lambda metrics, state: seen.append(state()["optimizer"]["param_groups"][0]["lr"]))
+    posttune(tabular_config(method="proxy", lr=1e-3, lr_schedule=schedule, steps=8, eval_every=4), tabular_checkpoint,
+             context=ctx)
+    assert seen == pytest.approx([halfway, last], abs=1e-12)
+
+
+def test_an_unknown_lr_schedule_is_named() -> None:
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, got 'linear'"):
+        tabular_config(lr_schedule="linear")

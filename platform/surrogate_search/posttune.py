@@ -114,6 +114,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     loss_fn.prepare(splits.train)
     model = ctx.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+                if config.lr_schedule == "cosine" else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr) if loss_fn.learned else None
 
     batch_gen = torch.Generator().manual_seed(config.seed * 7919 + ctx.rank)
@@ -131,6 +133,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         return {
             **state,
             "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
             "loss_fn": loss_fn.state_dict(),
             "surrogate_opt": surrogate_opt.state_dict() if surrogate_opt else None,
             "batch_gen": batch_gen.get_state(), "pair_gen": pair_gen.get_state(),
@@ -140,6 +143,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         saved = ctx.resume_state
         _unwrap(model).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if saved.get("schedule") is not None:  # absent from states saved before lr_schedule existed
+            schedule.load_state_dict(saved["schedule"])
         loss_fn.load_state_dict(saved["loss_fn"])
         if surrogate_opt and saved["surrogate_opt"]:
             surrogate_opt.load_state_dict(saved["surrogate_opt"])
@@ -194,6 +199,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
                 stats = surrogate_update()
         batch = next(batches).to(device)
         stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step))
+        schedule.step()
         state["step"] = step
 
         if step % config.eval_every == 0 or step == config.steps:
