@@ -91,6 +91,12 @@ def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger:
     final = {**{f"test/{k}": v for k, v in result.test.items()}, **{f"test_final/{k}": v for k, v in result.test_final.items()},
              **{f"best_val/{k}": v for k, v in result.val.items()}, **{f"base_val/{k}": v for k, v in result.base_val.items()},
              "best_step": float(result.best_step), "wall_seconds": result.seconds}
+    pretraining = result.surrogate_pretraining
+    if pretraining:  # the surrogate came pretrained on the base model (made here, or loaded)
+        final.update({f"surrogate_pretraining/{k}": float(v) for k, v in pretraining.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        logger.set_tags({"surrogate_pretrained": pretraining["path"],
+                         "surrogate_pretraining_reused": str(pretraining["reused"]).lower()})
     logger.log(final, step=result.steps)
     logger.set_tags({"test_metric": f"test/{metric}", "higher_is_better": str(higher)})
     steps, values = _curve(result, metric)
