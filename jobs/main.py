@@ -129,7 +129,8 @@ def comparisons(args: argparse.Namespace, checkpoints: dict[str, object], best: 
     for key, checkpoint in checkpoints.items():
         if key == "synthetic_text":
             continue
-        print(f"imbalanced_tabular/{key}: every method, {args.tabular_steps} steps")
+        print(f"imbalanced_tabular/{key}: every method, {args.tabular_steps} steps; F1 at 0.5 and at each run's "
+              f"threshold chosen on val")
         config = {"steps": args.tabular_steps, "eval_every": max(1, args.tabular_steps // 4),
                   "surrogate.warmup_steps": args.tabular_warmup}
         done.append(compare(checkpoint, config, seeds=seeds, tracking_uri=args.tracking_uri))

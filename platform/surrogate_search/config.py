@@ -6,8 +6,9 @@ section belongs to someone: ``surrogate`` and ``sampling`` to every learned surr
 section per registered loss that declares ``Options`` (``anyloss``, ``relational``, a plugin's),
 named after the loss. Each key's meaning is documented where its section is defined:
 :class:`PostTuneConfig` here, ``SurrogateConfig`` in ``surrogates/options.py``, ``SamplingConfig``
-in ``sampling.py``, and a loss's ``Options`` beside the loss. Unknown keys, moved keys and
-out-of-range values fail with the key and the value named::
+in ``sampling.py``, and a loss's ``Options`` beside the loss (``anyloss.metric`` and
+``anyloss.amplification``, AnyLoss's L in [10, 73], in ``surrogates/anyloss.py``). Unknown keys,
+moved keys and out-of-range values fail with the key and the value named::
 
     config = PostTuneConfig.for_task(task, {"method": "relational", "surrogate.width": 32,
                                             "relational.rank_temperature": 0.05})

@@ -22,10 +22,12 @@ from torch import nn
 from surrogate_search.checkpoint import BaseCheckpoint, load_checkpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.fidelity import FidelityProbe
+from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.sampling import create_sampler
 from surrogate_search.surrogates import create_loss
 from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step
 from surrogate_search.surrogates.base import PostTuneLoss, check_finite
+from surrogate_search.surrogates.proxy import judged_by_confusion_matrix
 from surrogate_search.tasks import Split, Splits, Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
 
@@ -46,6 +48,34 @@ class WorkerContext:
     prepare_model: Callable[[nn.Module], nn.Module] = lambda model: model
     report: Report | None = None
     resume_state: dict[str, Any] | None = None
+
+
+@dataclass
+class TunedThreshold:
+    """A decision threshold chosen on validation and applied, unchanged, to test. Classification
+    tasks only: F1 at a fixed 0.5 threshold mostly measures where the threshold sits."""
+
+    threshold: float
+    """The threshold (on the positive-class probability) that maximises the task's metric on val."""
+    val: float
+    """The metric on val at ``threshold``."""
+    test: float
+    """The metric on test at ``threshold``: what a comparison reports beside the fixed-threshold one."""
+
+
+def tune_threshold(task: Task, model: nn.Module, splits: Splits, *,
+                   device: torch.device | str = "cpu") -> TunedThreshold | None:
+    """Choose ``model``'s decision threshold on ``splits.val`` and score test at it; None when the
+    task's metric is not a confusion-matrix metric (there is no threshold to choose). Test is never
+    looked at while choosing."""
+    if not judged_by_confusion_matrix(task):
+        return None
+    metric = task.metric
+    assert isinstance(metric, ConfusionMatrixMetric)
+    val = task.predict_split(model, splits.val, device=device).numpy()
+    threshold, val_value = metric.best_threshold(val, splits.val.labels)
+    test = task.predict_split(model, splits.test, device=device).numpy()
+    return TunedThreshold(threshold, val_value, metric.at_threshold(test, splits.test.labels, threshold))
 
 
 @dataclass
@@ -70,6 +100,9 @@ class PostTuneResult:
     and after) when ``surrogate.pretrain_steps`` > 0; empty otherwise."""
     mlflow: dict[str, str] = field(default_factory=dict)
     """Where the run was recorded (``experiment``, ``run_id``, ``tracking_uri``); empty if it was not."""
+    tuned: TunedThreshold | None = None
+    """The selected model's decision threshold chosen on val, and its metric on test there
+    (classification tasks; None otherwise)."""
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -221,7 +254,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     selected.load_state_dict(state["best_model"])
     val = task.evaluate(selected, splits.val, device=device)
     test = task.evaluate(selected, splits.test, device=device)
+    tuned = tune_threshold(task, selected, splits, device=device)
     return PostTuneResult(method=config.method, seed=config.seed, steps=config.steps, best_step=state["best_step"],
                           val=val, test=test, test_final=test_final, base_val=state["base_val"],
-                          history=state["history"], seconds=time.perf_counter() - started,
+                          history=state["history"], seconds=time.perf_counter() - started, tuned=tuned,
                           surrogate_pretraining=pretraining)
