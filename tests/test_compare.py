@@ -51,7 +51,8 @@ def test_classification_table_reports_f1_at_the_val_tuned_threshold_too(tabular_
 
 
 def test_compare_skips_methods_that_do_not_apply(text_checkpoint, capsys) -> None:
-    config = {"steps": 2, "eval_every": 2, "batch_size": 8, "surrogate": {"warmup_steps": 1, "batch_size": 4, "width": 8}}
+    config = {"steps": 2, "eval_every": 2, "batch_size": 8,
+              "surrogate": {"warmup_steps": 1, "pretrain_steps": 4, "batch_size": 4, "width": 8}}
     result = compare(text_checkpoint, config, seeds=[0])
     assert [s.method for s in result.summaries] == ["proxy", "expected_edit_distance", "deep_embedding", "relational"]
     assert result.rows()[0]["vs_proxy_pct"] == 0.0  # the control against itself
