@@ -287,6 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from surrogate_search.checkpoint import CheckpointError
     from surrogate_search.plugins import add_plugins
+    from surrogate_search.progress import configure_logging
     from surrogate_search.registry import UnknownNameError
     from surrogate_search.search.space import SpaceError
     from surrogate_search.tracking.store import TrackingUnavailableError
@@ -297,8 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plugins.add_argument("--plugin", action="append", default=[])
         add_plugins(plugins.parse_known_args(argv)[0].plugin)
         args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                            stream=sys.stdout)
+        configure_logging(logging.WARNING if args.quiet else logging.INFO)
         return args.func(args)
     except (UnknownNameError, CheckpointError, SpaceError, ValueError, FileNotFoundError, FileExistsError, ImportError,
             TrackingUnavailableError) as exc:

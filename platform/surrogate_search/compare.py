@@ -14,6 +14,7 @@ from typing import Any
 from surrogate_search.checkpoint import BaseCheckpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import PostTuneResult, posttune
+from surrogate_search.progress import Progress
 from surrogate_search.surrogates import list_methods, loss_class
 from surrogate_search.tasks import Task
 
@@ -121,14 +122,18 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
                    [task.metric_name] for name in ("train", "tune", "val")}
     runner = run or (lambda cfg, ckpt: posttune(cfg, ckpt, splits=splits))
     summaries, runs = [], []
+    progress = Progress(f"compare {task.name}", len(methods) * len(seeds), unit="run")
     for method in methods:
         results = []
         for seed in seeds:
             log.info("== %s, seed %d", method, seed)
             results.append(runner(base.replace(method=method, seed=seed), checkpoint))
+            progress.update(1, force=True, last=f"{method} seed {seed} test {task.metric_name} "
+                                                f"{results[-1].test[task.metric_name]:.4f}")
         runs.extend(results)
         summaries.append(MethodSummary(method, [r.test[task.metric_name] for r in results],
                                        [r.val[task.metric_name] for r in results], [r.seconds for r in results],
                                        kept_base=sum(r.best_step == 0 for r in results)))
+    progress.close()
     return Comparison(task.name, task.metric_name, task.metric.higher_is_better, base_test, base, summaries, runs,
                       base_splits=base_splits)
