@@ -1,6 +1,7 @@
 """Ray Tune + Optuna searches, run for real on an in-process Ray with token authentication:
-resource planning, a smoke search, ASHA-stopped trials reaching Optuna as PRUNED, resume, and
-``compare --from-search``."""
+resource planning, a smoke search, ASHA-stopped trials reaching Optuna as PRUNED, resume,
+``compare --from-search``, and what a user sees of a search: its plots on the MLflow parent run,
+and Optuna trials and MLflow runs naming each other."""
 
 from __future__ import annotations
 
@@ -231,6 +232,41 @@ def test_inline_search_records_trials_like_ray_train_ones(searched_inline) -> No
     assert children["trial_0001"].data.tags["optuna_state"] == "PRUNED" and "error" not in children["trial_0001"].data.tags
     objective = client.get_metric_history(children["trial_0000"].info.run_id, "objective")
     assert [m.step for m in objective][:2] == [int(r["step"]) for r in rows if not r["final"]][:2]
+
+
+def test_search_plots_are_on_the_mlflow_parent_run(searched_inline) -> None:
+    from mlflow.tracking import MlflowClient
+
+    outcome, search_dir = searched_inline
+    client = MlflowClient(outcome.mlflow["tracking_uri"])
+    listed = {a.path: a.file_size for a in client.list_artifacts(outcome.mlflow["run_id"], "search_plots")}
+    print("search plots on the parent run:", sorted(listed))
+    assert sorted(listed) == [f"search_plots/{name}.png" for name in
+                              ("intermediate_values", "optimization_history", "parallel_coordinate",
+                               "param_importances", "timeline")]
+    assert all(size > 5000 for size in listed.values())  # pictures, not empty frames
+    folder = Path(client.download_artifacts(outcome.mlflow["run_id"], "search_plots/intermediate_values.png",
+                                            str(search_dir)))
+    assert folder.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("which", ["searched", "searched_inline"])
+def test_optuna_trials_and_mlflow_runs_name_each_other(which, request) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from surrogate_search.search.outcome import train_run_name
+
+    outcome, search_dir = request.getfixturevalue(which)
+    client = MlflowClient(tracking_uri(search_dir.parent))
+    runs = {r.data.tags["trial_key"]: r for r in client.search_runs(
+        [client.get_experiment_by_name("imbalanced_tabular_breast_cancer").experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{outcome.mlflow['run_id']}'")}
+    ran = [t for t in study_of(search_dir).get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+    assert {t.state.name for t in ran} == {"COMPLETE", "PRUNED"}
+    for trial in ran:
+        run = runs[train_run_name(trial)]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id  # Optuna -> MLflow
+        assert run.data.tags["optuna_trial"] == str(trial.number)  # MLflow -> Optuna
 
 
 @pytest.mark.slow
