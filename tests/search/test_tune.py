@@ -1,7 +1,8 @@
 """Ray Tune + Optuna searches, run for real on an in-process Ray with token authentication:
 resource planning, a smoke search, ASHA-stopped trials reaching Optuna as PRUNED, resume,
 ``compare --from-search``, and what a user sees of a search: its plots on the MLflow parent run,
-and Optuna trials and MLflow runs naming each other."""
+Optuna trials and MLflow runs naming each other, and optuna-dashboard in a real browser (here, to
+reuse the smoke searches; ``tests/search/test_dashboard.py`` has the rest of the dashboard)."""
 
 from __future__ import annotations
 
@@ -267,6 +268,45 @@ def test_optuna_trials_and_mlflow_runs_name_each_other(which, request) -> None:
         run = runs[train_run_name(trial)]
         assert trial.user_attrs["mlflow_run_id"] == run.info.run_id  # Optuna -> MLflow
         assert run.data.tags["optuna_trial"] == str(trial.number)  # MLflow -> Optuna
+
+
+@pytest.mark.slow
+def test_dashboard_shows_the_trials_of_a_finished_search_in_a_browser(searched_inline, open_page, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    artifacts = REPO_ROOT / "tests" / "artifacts"  # screenshots, kept (ignored by git)
+    _, search_dir = searched_inline
+    trials = study_of(search_dir).get_trials()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen([sys.executable, "-m", "surrogate_search.cli", "dashboard", str(search_dir),
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
+    try:
+        lines = []
+        while not any("Ctrl-C" in line for line in lines):
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            assert line, "".join(lines)
+            lines.append(line)
+        address = lines[0].split()[2]
+        assert lines[0].startswith("Optuna dashboard: http://127.0.0.1:"), lines
+        study_line = next(line for line in lines if line.startswith("study tabular_f1_smoke "))
+        assert f"({len(trials)} trials): {address}/dashboard/studies/" in study_line
+        text = open_page(study_line.split()[-1] + "/trials", artifacts / "optuna_dashboard_trials.png")
+        assert f"{len(trials)} Trials" in text
+        for trial in trials:
+            assert f"Trial {trial.number} {trial.state.name.capitalize()}" in text
+        # The selected (first) trial shows its parameters and the MLflow run it was recorded in.
+        assert f"mlflow_run_id {trials[0].user_attrs['mlflow_run_id']}" in text and "surrogate.width" in text
+        assert (artifacts / "optuna_dashboard_trials.png").read_bytes()[:4] == b"\x89PNG"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 @pytest.mark.slow
