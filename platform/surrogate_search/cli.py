@@ -166,7 +166,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri)
     _check_local_store(uri)
-    print(comparison_report(args.experiment, run_id=args.run_id, tracking_uri=uri).render(args.format))
+    report = comparison_report(args.experiment, run_id=args.run_id, tracking_uri=uri)
+    print(report.render(args.format))
+    if args.html or args.markdown:
+        from surrogate_search.tracking.report_file import write_report_file
+
+        for path, fmt in ((args.html, "html"), (args.markdown, "markdown")):
+            if path:
+                print(f"wrote {write_report_file(report, path, fmt, tracking_uri=uri)}")
     return 0
 
 
@@ -264,7 +271,7 @@ EXAMPLES = {
                 "surrogate-search compare --task synthetic_text --methods expected_edit_distance,deep_embedding",
                 "surrogate-search compare --from-search runs/search/text_edit_distance --seeds 5"],
     "report": ["surrogate-search report --experiment synthetic_text",
-               "surrogate-search report --experiment synthetic_text --format markdown",
+               "surrogate-search report --experiment synthetic_text --format markdown --html report.html",
                "surrogate-search report --experiment imbalanced_tabular_breast_cancer --run-id RUN_ID --format json"],
     "ui": ["surrogate-search ui --experiment synthetic_text",
            "surrogate-search ui --port 5001 --tracking-uri sqlite:///other/mlflow.db"],
@@ -353,6 +360,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", required=True, help="MLflow experiment, e.g. imbalanced_tabular_breast_cancer")
     p.add_argument("--run-id", default=None, help="comparison (parent) run id (default: the latest finished one)")
     p.add_argument("--format", default="text", choices=["text", "markdown", "csv", "json"])
+    p.add_argument("--html", default=None, metavar="FILE",
+                   help="also write the table and the comparison's plots as one self-contained HTML file")
+    p.add_argument("--markdown", default=None, metavar="FILE",
+                   help="also write them as one Markdown file (plots inlined as data: URIs)")
     _add_tracking_arguments(p, recording=False)
     p.set_defaults(func=cmd_report)
 
