@@ -37,9 +37,11 @@ def test_lines_give_position_metric_and_eta(progress_lines) -> None:
     with Progress("pretrain demo", 10, unit="epoch", upper_bound=True) as progress:
         progress.update(0.5)
         progress.reach(2, val="f1 0.8123")
+        progress.update(0.25)
     lines = progress_lines()
-    assert lines[0].startswith("pretrain demo: epoch 0.5/10 (5%), ") and "at most" in lines[0]
+    assert lines[0].startswith("pretrain demo: epoch 0.50/10 (5%), ") and "at most" in lines[0]
     assert lines[1].startswith("pretrain demo: epoch 2/10 (20%), val f1 0.8123, ")
+    assert lines[2].startswith("pretrain demo: epoch 2.2/10 (22%), val f1 0.8123, ")
     assert all(LINE.search(line) for line in lines), lines
 
 
@@ -95,6 +97,6 @@ def test_the_command_line_logs_time_level_and_progress(tmp_path) -> None:
     logged = [line for line in done.stdout.splitlines() if re.match(r"\d\d:\d\d:\d\d (INFO|WARNING) ", line)]
     assert any(" INFO    epoch   1 " in line for line in logged), done.stdout
     # Pretraining shows its progress within an epoch and at its end (the lines a pipe or CI sees).
-    assert any(re.search(r" INFO    pretrain imbalanced_tabular: epoch 0\.\d/2 \(\d+%\), ", line) for line in logged)
+    assert any(re.search(r" INFO    pretrain imbalanced_tabular: epoch 0\.\d\d/2 \(\d+%\), ", line) for line in logged)
     assert any(" INFO    pretrain imbalanced_tabular: epoch 2/2 (100%), val f1 " in line for line in logged)
     assert done.stdout.splitlines()[-3].startswith("checkpoint: ")  # results stay plain

@@ -139,7 +139,9 @@ class Progress:
         return f"{self.desc}: {self._where()}, {format_duration(now - self._started)} elapsed, {left}"
 
     def _where(self) -> str:
-        position = f"{self.position:.0f}" if float(self.position).is_integer() else f"{self.position:.1f}"
+        # Whole units as such; a fraction of the first unit (a long first epoch) with a digit more.
+        digits = 0 if float(self.position).is_integer() else 2 if self.position < 1 else 1
+        position = f"{self.position:.{digits}f}"
         total = f"{self.total:.0f}" if self.total.is_integer() else f"{self.total:.1f}"
         percent = 100.0 * self.position / self.total if self.total else 100.0
         parts = [f"{self.unit} {position}/{total} ({percent:.0f}%)"]
