@@ -167,3 +167,33 @@ def test_changed_validation_labels_are_refused(tmp_path) -> None:
     assert f"surrogate-search pretrain --task imbalanced_tabular --option dataset=breast_cancer --out {path.parent}" in message
     with pytest.raises(CheckpointError):
         checkpoint.check_labels(labels[:-1])  # a different split size
+
+
+def test_a_base_pretrained_with_other_task_options_is_replaced_only_in_a_folder_the_caller_owns(tmp_path, caplog, monkeypatch) -> None:
+    import sys
+
+    from surrogate_search.pretrain import ensure_base_checkpoint
+
+    pretrain_module = sys.modules["surrogate_search.pretrain"]  # the package exports a function of that name
+
+    old = get_task("imbalanced_tabular", dataset="breast_cancer")
+    save_checkpoint(tmp_path / "base", old, old.build_model(), old.default_model_options())
+    wanted = get_task("imbalanced_tabular", dataset="digits")
+    pretrained = []
+    monkeypatch.setattr(pretrain_module, "pretrain", lambda task, path, **kw: pretrained.append(task.options) or
+                        save_checkpoint(path, task, task.build_model(), task.default_model_options()))
+
+    kept = ensure_base_checkpoint(wanted, tmp_path / "base")  # a user's folder: used as it is, with a warning
+    assert kept.task_options == {"dataset": "breast_cancer"} and pretrained == []
+    assert "other task options than asked for (dataset: 'breast_cancer' -> 'digits')" in caplog.text
+
+    replaced = ensure_base_checkpoint(wanted, tmp_path / "base", replace_stale=True)  # `make run`'s own folder
+    assert pretrained == [{"dataset": "digits"}] and replaced.task_options == {"dataset": "digits"}
+
+
+def test_each_model_family_gets_its_own_default_base_folder() -> None:
+    from surrogate_search.pretrain import default_checkpoint_dir
+
+    assert str(default_checkpoint_dir(get_task("synthetic_text"))) == "runs/base_synthetic_text_crnn"
+    assert str(default_checkpoint_dir(get_task("synthetic_text", model="attention"))) == "runs/base_synthetic_text_attention"
+    assert str(default_checkpoint_dir(get_task("imbalanced_tabular", dataset="digits"))) == "runs/base_imbalanced_tabular_digits"

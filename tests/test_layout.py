@@ -22,7 +22,7 @@ LAYERS = [
     {"sampling"},
     {"surrogates"},
     {"config", "checkpoint", "fidelity"},
-    {"pretrain", "posttune"},
+    {"pretrain", "posttune", "surrogate_training"},
     {"compare"},
     {"tracking"},
     {"search"},

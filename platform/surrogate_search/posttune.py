@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from surrogate_search.checkpoint import BaseCheckpoint, load_checkpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.progress import Progress
-from surrogate_search.sampling import PairSampler, create_sampler
+from surrogate_search.sampling import create_sampler
 from surrogate_search.surrogates import create_loss
+from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step
 from surrogate_search.surrogates.base import PostTuneLoss, check_finite
 from surrogate_search.tasks import Split, Splits, Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
@@ -66,6 +66,9 @@ class PostTuneResult:
     base_val: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    surrogate_pretraining: dict[str, Any] = field(default_factory=dict)
+    """How the run's surrogate was pretrained (``path``, ``reused``, ``seconds``, fidelity before
+    and after) when ``surrogate.pretrain_steps`` > 0; empty otherwise."""
     mlflow: dict[str, str] = field(default_factory=dict)
     """Where the run was recorded (``experiment``, ``run_id``, ``tracking_uri``); empty if it was not."""
 
@@ -74,32 +77,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _average_gradients(module: nn.Module, world_size: int) -> None:
-    # The surrogate is not wrapped in DDP (its double-backward gradient penalty and its updates on
-    # locally drawn pairs do not fit DDP's hooks); averaging its gradients keeps replicas equal.
-    if world_size > 1 and dist.is_available() and dist.is_initialized():
-        for p in module.parameters():
-            if p.grad is not None:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad /= world_size
-
-
 def _batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[Split]:
     while True:  # epochs without end; every batch full, so set-level losses see sets of one size
         yield from split.batches(batch_size, shuffle=True, generator=generator, drop_last=len(split) >= batch_size)
-
-
-def surrogate_step(loss_fn: PostTuneLoss, sampler: PairSampler, optimizer: torch.optim.Optimizer, model: nn.Module,
-                   n_items: int, world_size: int = 1) -> dict[str, float]:
-    """One surrogate update on ``n_items`` fresh pairs (gradients averaged over Ray Train workers)."""
-    pairs = sampler.sample(n_items, model)
-    fit_loss, stats = loss_fn.fit(pairs)
-    optimizer.zero_grad(set_to_none=True)
-    fit_loss.backward()
-    _average_gradients(loss_fn, world_size)
-    torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), 10.0)
-    optimizer.step()
-    return stats
 
 
 def model_step(task: Task, model: nn.Module, loss_fn: PostTuneLoss, optimizer: torch.optim.Optimizer, batch: Split,
@@ -194,6 +174,11 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
                  state["base_val"][task.metric_name])
 
     stats: dict[str, float] = {}
+    pretraining: dict[str, Any] = {}
+    if loss_fn.learned and not state["warm"] and config.surrogate.pretrain_steps:
+        # From the base model, on the whole tuning data: the same surrogate on every worker and seed.
+        pretraining = pretrained_surrogate(loss_fn, task, ckpt, _unwrap(model), splits, config, device=device,
+                                           cache_dir=cache_dir)
     if loss_fn.learned and not state["warm"]:
         for _ in range(config.surrogate.warmup_steps):
             stats = surrogate_update()
@@ -238,4 +223,5 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     test = task.evaluate(selected, splits.test, device=device)
     return PostTuneResult(method=config.method, seed=config.seed, steps=config.steps, best_step=state["best_step"],
                           val=val, test=test, test_final=test_final, base_val=state["base_val"],
-                          history=state["history"], seconds=time.perf_counter() - started)
+                          history=state["history"], seconds=time.perf_counter() - started,
+                          surrogate_pretraining=pretraining)

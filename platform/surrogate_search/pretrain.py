@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -109,20 +110,30 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
 
 
 def default_checkpoint_dir(task: Task) -> Path:
-    """Where a task's base model lives unless told otherwise: ``runs/base_<task>[_<dataset>]``."""
-    suffix = "".join(f"_{v}" for k, v in sorted(task.options.items()) if k == "dataset")
+    """Where a task's base model lives unless told otherwise: ``runs/base_<task>`` followed by the
+    values of the task's ``checkpoint_options`` (``runs/base_imbalanced_tabular_digits``,
+    ``runs/base_synthetic_text_attention``)."""
+    suffix = "".join(f"_{task.options[k]}" for k in task.checkpoint_options if k in task.options)
     return Path("runs") / f"base_{task.name}{suffix}"
 
 
 def ensure_base_checkpoint(task: Task, path: str | Path | None = None, *, cache_dir: str | None = None,
-                           pretrain_if_missing: bool = True, replace_stale: bool = False) -> BaseCheckpoint:
+                           pretrain_if_missing: bool = True, replace_stale: bool = False,
+                           pretrain_options: Mapping[str, Any] | None = None) -> BaseCheckpoint:
     """Load the base checkpoint at ``path`` (default :func:`default_checkpoint_dir`), pretraining it
     first if it does not exist yet. A checkpoint of another task is an error, never silently replaced;
-    one pretrained for an older version of the task is pretrained again only with ``replace_stale``
-    (for folders the caller owns, such as ``make run``'s)."""
+    one pretrained for an older version of the task, or with other task options or data seed, is
+    pretrained again only with ``replace_stale`` (for folders the caller owns, such as ``make run``'s)."""
     path = Path(path) if path else default_checkpoint_dir(task)
     try:
-        return load_checkpoint(path, expected_task=task.name)
+        checkpoint = load_checkpoint(path, expected_task=task.name)
+        differs = _option_changes(checkpoint, task)
+        if not differs:
+            return checkpoint
+        if not replace_stale:  # the checkpoint's own options rebuild its task, so this is usable
+            log.warning("using %s, pretrained with other task options than asked for (%s)", path, differs)
+            return checkpoint
+        log.warning("%s was pretrained with other task options (%s); pretraining it again", path, differs)
     except StaleCheckpointError as exc:
         if not replace_stale:
             raise
@@ -131,5 +142,15 @@ def ensure_base_checkpoint(task: Task, path: str | Path | None = None, *, cache_
         if not pretrain_if_missing or (path / "model.pt").exists() or path.is_file():
             raise
     log.info("pretraining a base model at %s with the %s proxy loss", path, task.name)
-    pretrain(task, path, cache_dir=cache_dir)
+    pretrain(task, path, cache_dir=cache_dir, **(pretrain_options or {}))
     return load_checkpoint(path, expected_task=task.name)
+
+
+def _option_changes(checkpoint: BaseCheckpoint, task: Task) -> str:
+    """How the task a checkpoint was pretrained for differs from ``task`` ('' if it does not)."""
+    changes = [f"{key}: {checkpoint.task_options.get(key)!r} -> {task.options.get(key)!r}"
+               for key in sorted(set(checkpoint.task_options) | set(task.options))
+               if checkpoint.task_options.get(key) != task.options.get(key)]
+    if checkpoint.task_seed != task.seed:
+        changes.append(f"data seed: {checkpoint.task_seed} -> {task.seed}")
+    return ", ".join(changes)

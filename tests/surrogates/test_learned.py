@@ -121,3 +121,37 @@ def test_learned_loss_compares_with_aligned_targets_unless_told_not_to() -> None
                                                           "surrogate.align_targets": False}))
     assert torch.equal(on.targets_for(predictions, packed), task.align_targets(predictions, packed))
     assert torch.equal(off.targets_for(predictions, packed), packed)
+
+
+def test_relational_reads_the_true_class_probability_as_reloss_does_and_learns_edit_distance_order() -> None:
+    from surrogate_search.surrogates.relational import TrueClassSurrogate
+
+    task = get_task("synthetic_text")
+    config = PostTuneConfig.for_task(task, {"method": "relational", "surrogate.width": 32})
+    torch.manual_seed(0)
+    loss_fn = create_loss(task, config)
+    assert isinstance(loss_fn.surrogate, TrueClassSurrogate) and loss_fn.penalty_weight == 10.0
+    sampler = GlobalSampler(task, None, SamplingConfig(), 1, torch.Generator().manual_seed(2))
+    held_out = sampler.sample(200, torch.nn.Identity())
+    opt = torch.optim.Adam(loss_fn.parameters(), lr=3e-3)
+    for _ in range(40):
+        loss, _ = loss_fn.fit(sampler.sample(64, torch.nn.Identity()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert spearman(loss_fn.score(held_out.predictions, held_out.targets), held_out.errors) > 0.7
+
+
+def test_relational_input_falls_back_to_the_embedding_where_there_are_no_class_probabilities() -> None:
+    from surrogate_search.surrogates.learned import EmbeddingSurrogate
+
+    boxes = get_task("box_localization")
+    assert isinstance(create_loss(boxes, PostTuneConfig.for_task(boxes, {"method": "relational"})).surrogate,
+                      EmbeddingSurrogate)
+    with pytest.raises(ValueError, match="relational.input 'true_class' needs class probabilities; task 'box_localization'"):
+        create_loss(boxes, PostTuneConfig.for_task(boxes, {"method": "relational", "relational.input": "true_class"}))
+    with pytest.raises(ValueError, match="relational.input must be one of auto, true_class, embedding, got 'probs'"):
+        PostTuneConfig.for_task(boxes, {"method": "relational", "relational.input": "probs"})
+    text = get_task("synthetic_text")
+    embedding = create_loss(text, PostTuneConfig.for_task(text, {"method": "relational", "relational.input": "embedding"}))
+    assert isinstance(embedding.surrogate, EmbeddingSurrogate)

@@ -16,4 +16,6 @@ class DeepEmbedding(LearnedSurrogateLoss):
     objective = "regression"
 
     def fit_loss(self, estimates: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
+        if self.config.surrogate.fit == "l1":
+            return F.l1_loss(estimates, errors)
         return F.mse_loss(estimates, errors)

@@ -97,6 +97,11 @@ class LearnedSurrogateLoss(PostTuneLoss):
             return targets
         return self.task.align_targets(predictions.detach(), targets)
 
+    @property
+    def penalty_weight(self) -> float:
+        """lambda of the gradient penalty: ``surrogate.grad_penalty`` unless the loss has its own."""
+        return self.config.surrogate.grad_penalty
+
     def fit_loss(self, estimates: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -105,8 +110,11 @@ class LearnedSurrogateLoss(PostTuneLoss):
         z = pairs.predictions.detach().requires_grad_(True)
         estimates = self.surrogate(z, self.targets_for(z, pairs.targets))
         fit = self.fit_loss(estimates, pairs.errors)
-        penalty = (gradient_norms(estimates, z) - 1.0).pow(2).mean()
-        loss = fit + self.config.surrogate.grad_penalty * penalty
+        penalised = (gradient_norms(estimates, z) - 1.0).pow(2)
+        if self.config.surrogate.penalty_scope == "errors":  # leave items the model gets right alone
+            penalised = penalised[pairs.errors > 0]
+        penalty = penalised.mean() if len(penalised) else estimates.sum() * 0.0
+        loss = fit + self.penalty_weight * penalty
         check_finite(loss, f"the {self.name} surrogate's training loss", step="surrogate update")
         return loss, {"surrogate/fit": float(fit.detach()), "surrogate/grad_penalty": float(penalty.detach()),
                 "surrogate/mae": float((estimates.detach() - pairs.errors).abs().mean())}

@@ -96,6 +96,9 @@ class Task(ABC):
     """The primary metric: what post-tuning and the search optimise."""
     report_metrics: ClassVar[tuple[str, ...]] = ()
     """Further metrics printed and logged beside the primary one."""
+    checkpoint_options: ClassVar[tuple[str, ...]] = ("dataset",)
+    """Options that name a different model or dataset, hence a base checkpoint of its own: they
+    are part of its default folder (``runs/base_<task>_<value>...``)."""
     version: ClassVar[int] = 1
     """Version of the task's data definition (dataset, labelling, splits). Bump it when a change makes
     base checkpoints trained before it wrong for the task: loading one is then refused, with the
@@ -194,6 +197,12 @@ class Task(ABC):
         """Surrogate ``targets`` laid out as the (detached) ``predictions`` would be if they were
         right; the identity unless the output layout depends on the prediction (CTC frames)."""
         return targets
+
+    def true_class_probabilities(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The probability each prediction gives its target class (per output for sequences, per
+        sample of each set for set-level metrics): what a ReLoss-style ``relational`` surrogate
+        reads. Only tasks whose predictions are class probabilities have it."""
+        raise NotImplementedError(f"task {self.name!r} does not predict class probabilities")
 
     def decode_classes(self, classes: torch.Tensor) -> list[Any]:
         """Sequence tasks: a class index per output (e.g. sampled paths) in the metric's own terms.

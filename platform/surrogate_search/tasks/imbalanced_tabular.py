@@ -126,6 +126,10 @@ class ImbalancedTabular(Task):
     def surrogate_targets(self, batch: Split) -> torch.Tensor:
         return batch.tensors["targets"]
 
+    def true_class_probabilities(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The probability of each sample's own label: ``p`` for a positive, ``1 - p`` for a negative."""
+        return torch.where(targets > 0.5, predictions, 1.0 - predictions)
+
     def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
         """Random sets: a positive rate between 2% and 40%, classifiers from useless to perfect."""
         g = generator

@@ -175,7 +175,8 @@ class PositionModel(TextModel):
 class SyntheticText(Task):
     """Scene-text-like word recognition on rendered images (24 x 96 grey), 36 case-folded characters.
 
-    Options: ``train_size``, ``val_size``, ``test_size`` (images per split), ``tune_size`` (freshly
+    Options: ``train_size``, ``val_size``, ``test_size`` (images per split; the default 60,000 training
+    images are far more than a CRNN can memorise in the epochs it needs), ``tune_size`` (freshly
     rendered images for post-tuning, never seen by the base model; 0: half ``train_size``), ``model`` (``crnn``,
     the default: per-frame outputs and CTC; ``attention``: one output per character position and
     cross-entropy, see :data:`TEXT_MODELS`) and any field of
@@ -184,10 +185,11 @@ class SyntheticText(Task):
 
     name = "synthetic_text"
     metric_name = "edit_distance"
+    checkpoint_options = ("model",)
     report_metrics = ("normalized_edit_distance", "char_error_rate", "word_accuracy")
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        sizes = {"train_size": 10000, "val_size": 1000, "test_size": 2000, "tune_size": 0}
+        sizes = {"train_size": 60000, "val_size": 1000, "test_size": 2000, "tune_size": 0}
         render = {f.name for f in fields(RenderOptions)}
         unknown = set(options) - set(sizes) - {"model"} - render
         if unknown:
@@ -276,6 +278,10 @@ class SyntheticText(Task):
         """CRNN: the label on its best CTC path under each prediction (a correct prediction's own
         frames); attention decoder: unchanged (already position-aligned)."""
         return self.text_model.align(predictions, targets)
+
+    def true_class_probabilities(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(items, outputs)``: the probability of the (aligned) target class at each frame or position."""
+        return (predictions * targets).sum(-1)
 
     def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
         rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))

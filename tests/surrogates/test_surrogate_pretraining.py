@@ -1,0 +1,96 @@
+"""A surrogate pretrained once per base model: cached, reused by other seeds, remade when what it
+depends on changes; and the surrogate training options that steer where its gradient goes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from surrogate_search.config import PostTuneConfig
+from surrogate_search.posttune import posttune
+from surrogate_search.sampling import Pairs
+from surrogate_search.surrogates import create_loss
+from surrogate_search.tasks import get_task
+
+
+def config(**overrides) -> PostTuneConfig:
+    return PostTuneConfig.for_task(get_task("imbalanced_tabular"), {
+        "method": "deep_embedding", "steps": 2, "eval_every": 2, "batch_size": 64,
+        "surrogate": {"pretrain_steps": 6, "warmup_steps": 0, "steps_per_model_step": 0, "batch_size": 8},
+        **overrides})
+
+
+def surrogate_weights(path: str) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)
+
+
+def test_a_second_seed_reuses_the_pretrained_surrogate_and_new_settings_retrain_it(tabular_checkpoint, tmp_path) -> None:
+    first = posttune(config(seed=0), tabular_checkpoint, cache_dir=str(tmp_path))
+    assert first.surrogate_pretraining["reused"] is False
+    assert first.surrogate_pretraining["steps"] == 6
+    made = surrogate_weights(first.surrogate_pretraining["path"])
+
+    second = posttune(config(seed=1), tabular_checkpoint, cache_dir=str(tmp_path))
+    assert second.surrogate_pretraining["reused"] is True
+    assert second.surrogate_pretraining["path"] == first.surrogate_pretraining["path"]
+    again = surrogate_weights(second.surrogate_pretraining["path"])
+    assert all(torch.equal(made[k], again[k]) for k in made)  # loaded, not trained again
+
+    # A setting that only steers model updates shares the surrogate; one that shapes it does not.
+    mixed = posttune(config(seed=2, **{"surrogate.proxy_weight": 0.5}), tabular_checkpoint, cache_dir=str(tmp_path))
+    assert mixed.surrogate_pretraining["reused"] is True
+    wider = posttune(config(**{"surrogate.width": 16}), tabular_checkpoint, cache_dir=str(tmp_path))
+    assert wider.surrogate_pretraining["reused"] is False
+    assert wider.surrogate_pretraining["path"] != first.surrogate_pretraining["path"]
+    assert len(list(tmp_path.glob("surrogates/*.pt"))) == 2
+
+
+def test_a_run_goes_on_alike_whether_its_surrogate_was_pretrained_here_or_loaded(tabular_checkpoint, tmp_path) -> None:
+    fresh = posttune(config(steps=4, **{"surrogate.steps_per_model_step": 1}), tabular_checkpoint,
+                     cache_dir=str(tmp_path))
+    loaded = posttune(config(steps=4, **{"surrogate.steps_per_model_step": 1}), tabular_checkpoint,
+                      cache_dir=str(tmp_path))
+    assert (fresh.surrogate_pretraining["reused"], loaded.surrogate_pretraining["reused"]) == (False, True)
+    assert [row["val/f1"] for row in loaded.history] == [row["val/f1"] for row in fresh.history]
+    assert loaded.test == fresh.test
+
+
+def test_without_pretraining_nothing_is_cached(tabular_checkpoint, tmp_path) -> None:
+    result = posttune(config(**{"surrogate.pretrain_steps": 0, "surrogate.warmup_steps": 2}), tabular_checkpoint,
+                      cache_dir=str(tmp_path))
+    assert result.surrogate_pretraining == {}
+    assert not (tmp_path / "surrogates").exists()
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("surrogate.penalty_scope", "wrong", r"surrogate.penalty_scope must be one of all, errors, got 'wrong'"),
+    ("surrogate.fit", "huber", r"surrogate.fit must be one of squared, l1, got 'huber'"),
+    ("surrogate.pretrain_steps", -1, r"pretrain_steps"),
+])
+def test_bad_surrogate_training_settings_are_named(key: str, value, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config(**{key: value})
+
+
+def test_penalty_scope_errors_leaves_items_without_errors_out_of_the_penalty() -> None:
+    task = get_task("imbalanced_tabular")
+    torch.manual_seed(0)
+    predictions = torch.rand(6, 8)
+    targets = (torch.rand(6, 8) > 0.5).float()
+    perfect = Pairs(predictions, targets, torch.zeros(6))
+    penalties = {}
+    for scope in ("all", "errors"):
+        cfg = config(**{"surrogate.penalty_scope": scope, "surrogate.grad_penalty": 1.0,
+                        "surrogate.encoder": "deepsets"})
+        torch.manual_seed(1)
+        loss = create_loss(task, cfg)
+        penalties[scope] = loss.fit(perfect)[1]["surrogate/grad_penalty"]
+    assert penalties["all"] > 0.0
+    assert penalties["errors"] == 0.0  # no pair has an error: nothing is pushed toward unit gradients
+
+
+def test_l1_fit_is_the_mean_absolute_error() -> None:
+    task = get_task("imbalanced_tabular")
+    loss = create_loss(task, config(**{"surrogate.fit": "l1"}))
+    estimates, errors = torch.tensor([0.0, 1.0, 3.0]), torch.tensor([1.0, 1.0, 1.0])
+    assert float(loss.fit_loss(estimates, errors)) == pytest.approx(1.0)
