@@ -63,7 +63,7 @@ class Progress:
 
     ``update(n)`` adds ``n`` units (fractions allowed), ``reach(position)`` sets the position, and
     keyword arguments of either (``val="f1 0.8123"``) are shown beside the position from then on.
-    ``upper_bound``: ``total`` is a most (early stopping), and the ETA says "at most".
+    ``upper_bound``: ``total`` is at most what will be done (early stopping), and the ETA says "at most".
     """
 
     def __init__(self, desc: str, total: float, *, unit: str = "step", initial: float = 0.0, rank: int = 0,
@@ -97,8 +97,8 @@ class Progress:
 
     def reach(self, position: float, *, force: bool = False, **info: Any) -> None:
         """The work is at ``position`` units (a finished epoch, an evaluated step)."""
-        step = position - self.position
-        self.position = min(float(position), self.total)
+        reached = min(float(position), self.total)
+        step, self.position = reached - self.position, reached
         self.info.update({k: str(v) for k, v in info.items()})
         if self.mode == "bar":
             self._bar.set_postfix_str(self._where(), refresh=False)
