@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from surrogate_search.cli import main
@@ -21,11 +23,41 @@ def test_compare_gives_every_method_the_same_budget_and_reports_spread(tabular_c
     assert "6 model updates x batch 128" in table
 
 
+def test_classification_table_reports_f1_at_the_val_tuned_threshold_too(tabular_checkpoint) -> None:
+    config = {"steps": 4, "eval_every": 2}
+    result = compare(tabular_checkpoint, config, methods=["weighted_proxy"], seeds=[0, 1])
+    rows = {r["method"]: r for r in result.rows()}
+    for method, row in rows.items():
+        tuned = [r.tuned for r in result.runs if r.method == method]
+        assert row["at_val_threshold_mean"] == pytest.approx(statistics.fmean(t.test for t in tuned))
+        assert row["val_threshold_mean"] == pytest.approx(statistics.fmean(t.threshold for t in tuned))
+    proxy, weighted = rows["proxy"], rows["weighted_proxy"]
+    assert weighted["at_val_threshold_vs_proxy_pct"] == pytest.approx(
+        100 * (weighted["at_val_threshold_mean"] - proxy["at_val_threshold_mean"]) / proxy["at_val_threshold_mean"])
+
+    lines = result.table().splitlines()
+    header = next(line for line in lines if line.startswith("method"))
+    assert "test f1 @0.5" in header and "test f1 @val thr" in header and header.count("vs proxy") == 2
+    base = next(line for line in lines if line.startswith("base (no tuning)"))
+    assert base.split()[3:] == [f"{result.base_test:.4f}", f"{result.base_tuned.test:.4f}",
+                                f"{result.base_tuned.threshold:.3f}"]
+    row = next(line for line in lines if line.startswith("weighted_proxy"))
+    assert f"{weighted['at_val_threshold_mean']:.4f} ± {weighted['at_val_threshold_std']:.4f}" in row
+    assert f"{weighted['at_val_threshold_vs_proxy_pct']:+.1f}%" in row
+    # The baseline practitioners try first is named under the table, with its value.
+    assert any("baseline practitioners try first" in line and
+               f"proxy @val thr = {proxy['at_val_threshold_mean']:.4f} ± {proxy['at_val_threshold_std']:.4f}" in line
+               for line in lines[lines.index(row):])
+
+
 def test_compare_skips_methods_that_do_not_apply(text_checkpoint, capsys) -> None:
     config = {"steps": 2, "eval_every": 2, "batch_size": 8, "surrogate": {"warmup_steps": 1, "batch_size": 4, "width": 8}}
     result = compare(text_checkpoint, config, seeds=[0])
     assert [s.method for s in result.summaries] == ["proxy", "expected_edit_distance", "deep_embedding", "relational"]
     assert result.rows()[0]["vs_proxy_pct"] == 0.0  # the control against itself
+    # Edit distance has no decision threshold: no threshold column, no threshold keys.
+    assert "@val thr" not in result.table() and "@0.5" not in result.table() and result.base_tuned is None
+    assert not any("threshold" in key for row in result.rows() for key in row)
 
 
 def test_compare_unknown_method_is_named(tabular_checkpoint) -> None:

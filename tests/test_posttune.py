@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from surrogate_search.config import PostTuneConfig
-from surrogate_search.posttune import WorkerContext, posttune
+from surrogate_search.metrics import get_metric
+from surrogate_search.posttune import WorkerContext, posttune, tune_threshold
 from surrogate_search.surrogates import SurrogateDivergedError
 from surrogate_search.surrogates.learned import EmbeddingSurrogate
 
@@ -91,7 +92,7 @@ def test_config_errors_name_the_key_and_value() -> None:
         PostTuneConfig.from_dotted({"proxy_weight": 0.5})
     with pytest.raises(ValueError, match="'surrogate.rank_temperature' is now 'relational.rank_temperature'"):
         PostTuneConfig.from_dotted({"surrogate": {"rank_temperature": 0.5}})
-    with pytest.raises(ValueError, match="anyloss.amplification must be > 0, got 0.0"):
+    with pytest.raises(ValueError, match=r"anyloss.amplification must be in \[10, 73\] .*, got 0.0"):
         PostTuneConfig.from_dotted({"anyloss.amplification": 0}).validate()
     with pytest.raises(KeyError, match="unknown method 'relatonal'.*Did you mean 'relational'"):
         PostTuneConfig.from_dotted({"method": "relatonal"}).validate()
@@ -120,3 +121,66 @@ def test_expected_edit_distance_post_tunes_a_text_model(text_checkpoint) -> None
     assert result.steps == 2 and "mwer/expected_edit_distance" in result.history[-1]
     with pytest.raises(ValueError, match="expected_edit_distance.samples must be >= 2, got 1"):
         config.replace({"expected_edit_distance.samples": 1})
+
+
+@pytest.mark.parametrize(("schedule", "halfway", "last"), [("constant", 1e-3, 1e-3), ("cosine", 5e-4, 0.0)])
+def test_lr_schedule_sets_the_step_size_of_each_model_update(tabular_checkpoint, schedule, halfway, last) -> None:
+    seen = []
+    ctx = WorkerContext(report=lambda metrics, state: seen.append(state()["optimizer"]["param_groups"][0]["lr"]))
+    posttune(tabular_config(method="proxy", lr=1e-3, lr_schedule=schedule, steps=8, eval_every=4), tabular_checkpoint,
+             context=ctx)
+    assert seen == pytest.approx([halfway, last], abs=1e-12)
+
+
+def test_an_unknown_lr_schedule_is_named() -> None:
+    with pytest.raises(ValueError, match="lr_schedule must be one of constant, cosine, got 'linear'"):
+        tabular_config(lr_schedule="linear")
+
+
+class ProbabilityIsTheFeature(torch.nn.Module):
+    """A "model" whose positive-class probability is its input's one feature."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logit(x[:, 0].double()).float()
+
+
+def probability_split(probabilities: list[float], labels: list[int]):
+    from surrogate_search.tasks import Split
+
+    return Split({"features": torch.tensor(probabilities).view(-1, 1), "targets": torch.tensor(labels).float()}, labels)
+
+
+def test_the_threshold_is_chosen_on_val_never_on_test() -> None:
+    from surrogate_search.tasks import Splits, get_task
+
+    probabilities = [0.1, 0.2, 0.35, 0.45, 0.6, 0.9]
+    # On val every sample from 0.35 up is positive: the best threshold lies between 0.2 and 0.35.
+    # On test only 0.6 and 0.9 are: its best threshold (0.525) would give a perfect test F1.
+    val = probability_split(probabilities, [0, 0, 1, 1, 1, 1])
+    test = probability_split(probabilities, [0, 0, 0, 0, 1, 1])
+    splits = Splits(train=val, val=val, test=test)
+    tuned = tune_threshold(get_task("imbalanced_tabular"), ProbabilityIsTheFeature(), splits)
+    assert tuned is not None
+    assert tuned.threshold == pytest.approx(0.275) and tuned.val == 1.0
+    assert tuned.test == pytest.approx(2 / 3)  # 2 true and 2 false positives on test at val's threshold
+    assert get_metric("f1").best_threshold(probabilities, test.labels) == (pytest.approx(0.525), 1.0)
+
+
+def test_posttune_reports_the_metric_at_the_threshold_chosen_on_val(tabular_checkpoint) -> None:
+    # lr 1.0 wrecks every update, so the selected model is the base: its probabilities are known here.
+    result = posttune(tabular_config(method="proxy", lr=1.0), tabular_checkpoint)
+    assert result.best_step == 0 and result.tuned is not None
+    task = tabular_checkpoint.build_task()
+    model, splits, f1 = tabular_checkpoint.build_model(task), task.splits(), get_metric("f1")
+    val_p, test_p = (task.predict_split(model, split).numpy() for split in (splits.val, splits.test))
+    threshold, val_value = f1.best_threshold(val_p, splits.val.labels)
+    assert result.tuned.threshold == pytest.approx(threshold) and result.tuned.val == pytest.approx(val_value)
+    assert result.tuned.test == pytest.approx(f1.at_threshold(test_p, splits.test.labels, threshold))
+    assert result.tuned.val >= result.val["f1"]  # 0.5 is one of the thresholds val chose among
+    assert f1.at_threshold(test_p, splits.test.labels, 0.5) == pytest.approx(result.test["f1"])
+
+
+def test_tasks_without_a_confusion_matrix_metric_have_no_threshold(text_checkpoint) -> None:
+    config = PostTuneConfig.for_task(text_checkpoint.build_task(), {"method": "proxy", "steps": 1, "eval_every": 1,
+                                                                    "batch_size": 8})
+    assert posttune(config, text_checkpoint).tuned is None

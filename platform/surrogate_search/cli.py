@@ -156,6 +156,9 @@ def cmd_posttune(args: argparse.Namespace) -> int:
     metric = task.metric_name
     print(f"{config.method}: base val {metric} {result.base_val[metric]:.4f} -> val {result.val[metric]:.4f} "
           f"(step {result.best_step}), test {result.test[metric]:.4f}, {result.seconds:.0f}s")
+    if result.tuned is not None:
+        print(f"{config.method}: at the threshold chosen on val ({result.tuned.threshold:.3f}): "
+              f"val {metric} {result.tuned.val:.4f}, test {metric} {result.tuned.test:.4f}")
     if result.mlflow:
         print(_recorded(result))
     return 0

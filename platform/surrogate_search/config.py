@@ -6,8 +6,9 @@ section belongs to someone: ``surrogate`` and ``sampling`` to every learned surr
 section per registered loss that declares ``Options`` (``anyloss``, ``relational``, a plugin's),
 named after the loss. Each key's meaning is documented where its section is defined:
 :class:`PostTuneConfig` here, ``SurrogateConfig`` in ``surrogates/options.py``, ``SamplingConfig``
-in ``sampling.py``, and a loss's ``Options`` beside the loss. Unknown keys, moved keys and
-out-of-range values fail with the key and the value named::
+in ``sampling.py``, and a loss's ``Options`` beside the loss (``anyloss.metric`` and
+``anyloss.amplification``, AnyLoss's L in [10, 73], in ``surrogates/anyloss.py``). Unknown keys,
+moved keys and out-of-range values fail with the key and the value named::
 
     config = PostTuneConfig.for_task(task, {"method": "relational", "surrogate.width": 32,
                                             "relational.rank_temperature": 0.05})
@@ -31,6 +32,7 @@ from surrogate_search.utils import check_range, flatten
 if TYPE_CHECKING:
     from surrogate_search.tasks import Task
 
+LR_SCHEDULES = ("constant", "cosine")
 MOVED = {
     "proxy_weight": "surrogate.proxy_weight",
     "surrogate.rank_temperature": "relational.rank_temperature",
@@ -59,6 +61,9 @@ class PostTuneConfig:
     batch_size: int = 32
     """Samples per model update (and the set size a set-level surrogate scores)."""
     lr: float = 1e-4
+    lr_schedule: str = "constant"
+    """Step size over the model updates: ``constant``, or ``cosine`` (from ``lr`` down to 0 at
+    the last step: small late steps for a model that is already near a good optimum)."""
     eval_every: int = 50
     data: str = "tune"
     """Where the model is updated (and a learned surrogate draws the model's own predictions):
@@ -122,6 +127,9 @@ class PostTuneConfig:
         check_range("", self, positive=("steps", "batch_size", "eval_every", "lr"))
         if self.data not in ("tune", "train"):
             raise ValueError(f"post-tuning config: data must be 'tune' or 'train', got {self.data!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"post-tuning config: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}")
         for section in (self.surrogate, self.sampling, *self.options.values()):
             if hasattr(section, "validate"):
                 section.validate()

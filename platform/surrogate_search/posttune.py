@@ -22,11 +22,13 @@ from torch import nn
 from surrogate_search.checkpoint import BaseCheckpoint, load_checkpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.fidelity import FidelityProbe
+from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.progress import Progress
 from surrogate_search.sampling import create_sampler
 from surrogate_search.surrogates import create_loss
 from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step
 from surrogate_search.surrogates.base import PostTuneLoss, check_finite
+from surrogate_search.surrogates.proxy import judged_by_confusion_matrix
 from surrogate_search.tasks import Split, Splits, Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
 
@@ -47,6 +49,34 @@ class WorkerContext:
     prepare_model: Callable[[nn.Module], nn.Module] = lambda model: model
     report: Report | None = None
     resume_state: dict[str, Any] | None = None
+
+
+@dataclass
+class TunedThreshold:
+    """A decision threshold chosen on validation and applied, unchanged, to test. Classification
+    tasks only: F1 at a fixed 0.5 threshold mostly measures where the threshold sits."""
+
+    threshold: float
+    """The threshold (on the positive-class probability) that maximises the task's metric on val."""
+    val: float
+    """The metric on val at ``threshold``."""
+    test: float
+    """The metric on test at ``threshold``: what a comparison reports beside the fixed-threshold one."""
+
+
+def tune_threshold(task: Task, model: nn.Module, splits: Splits, *,
+                   device: torch.device | str = "cpu") -> TunedThreshold | None:
+    """Choose ``model``'s decision threshold on ``splits.val`` and score test at it; None when the
+    task's metric is not a confusion-matrix metric (there is no threshold to choose). Test is never
+    looked at while choosing."""
+    if not judged_by_confusion_matrix(task):
+        return None
+    metric = task.metric
+    assert isinstance(metric, ConfusionMatrixMetric)
+    val = task.predict_split(model, splits.val, device=device).numpy()
+    threshold, val_value = metric.best_threshold(val, splits.val.labels)
+    test = task.predict_split(model, splits.test, device=device).numpy()
+    return TunedThreshold(threshold, val_value, metric.at_threshold(test, splits.test.labels, threshold))
 
 
 @dataclass
@@ -71,6 +101,9 @@ class PostTuneResult:
     and after) when ``surrogate.pretrain_steps`` > 0; empty otherwise."""
     mlflow: dict[str, str] = field(default_factory=dict)
     """Where the run was recorded (``experiment``, ``run_id``, ``tracking_uri``); empty if it was not."""
+    tuned: TunedThreshold | None = None
+    """The selected model's decision threshold chosen on val, and its metric on test there
+    (classification tasks; None otherwise)."""
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -115,6 +148,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     loss_fn.prepare(splits.train)
     model = ctx.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.steps)
+                if config.lr_schedule == "cosine" else torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0))
     surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr) if loss_fn.learned else None
 
     batch_gen = torch.Generator().manual_seed(config.seed * 7919 + ctx.rank)
@@ -132,6 +167,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         return {
             **state,
             "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
             "loss_fn": loss_fn.state_dict(),
             "surrogate_opt": surrogate_opt.state_dict() if surrogate_opt else None,
             "batch_gen": batch_gen.get_state(), "pair_gen": pair_gen.get_state(),
@@ -141,6 +177,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         saved = ctx.resume_state
         _unwrap(model).load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
+        if saved.get("schedule") is not None:  # absent from states saved before lr_schedule existed
+            schedule.load_state_dict(saved["schedule"])
         loss_fn.load_state_dict(saved["loss_fn"])
         if surrogate_opt and saved["surrogate_opt"]:
             surrogate_opt.load_state_dict(saved["surrogate_opt"])
@@ -197,6 +235,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
                 stats = surrogate_update()
         batch = next(batches).to(device)
         stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step))
+        schedule.step()
         state["step"] = step
         progress.reach(step)
 
@@ -221,7 +260,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     selected.load_state_dict(state["best_model"])
     val = task.evaluate(selected, splits.val, device=device)
     test = task.evaluate(selected, splits.test, device=device)
+    tuned = tune_threshold(task, selected, splits, device=device)
     return PostTuneResult(method=config.method, seed=config.seed, steps=config.steps, best_step=state["best_step"],
                           val=val, test=test, test_final=test_final, base_val=state["base_val"],
-                          history=state["history"], seconds=time.perf_counter() - started,
+                          history=state["history"], seconds=time.perf_counter() - started, tuned=tuned,
                           surrogate_pretraining=pretraining)

@@ -56,3 +56,27 @@ def test_set_level_metrics_refuse_per_sample() -> None:
 def test_bad_beta_names_the_value() -> None:
     with pytest.raises(ValueError, match="beta must be > 0, got -1"):
         get_metric("f_beta", beta=-1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_best_threshold_is_the_best_split_of_the_samples(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    targets = (rng.random(200) < 0.1).astype(int)
+    probabilities = np.clip(0.3 * targets + rng.normal(0.3, 0.15, 200), 0, 1).round(2)  # ties in probabilities
+    threshold, value = get_metric("f1").best_threshold(probabilities, targets)
+    # Every way to cut the sorted probabilities, scored by scikit-learn.
+    cuts = np.r_[np.unique(probabilities), probabilities.min() - 1]
+    assert value == pytest.approx(max(f1_score(targets, probabilities > t, zero_division=1.0) for t in cuts))
+    assert f1_score(targets, probabilities > threshold) == pytest.approx(value)
+    assert get_metric("f1").at_threshold(probabilities, targets, threshold) == pytest.approx(value)
+
+
+def test_best_threshold_breaks_ties_towards_one_half() -> None:
+    # F1 2/3 by calling only 0.9 positive (threshold 0.75) or by calling all positive (just below 0.1).
+    threshold, value = get_metric("f1").best_threshold([0.1, 0.3, 0.6, 0.9], [1, 0, 0, 1])
+    assert (threshold, value) == (pytest.approx(0.75), pytest.approx(2 / 3))
+
+
+def test_at_threshold_decides_strictly_above() -> None:
+    assert get_metric("f1").at_threshold([0.5, 0.7], [0, 1]) == 1.0  # 0.5 is not above 0.5
+    assert get_metric("accuracy").at_threshold([0.5, 0.7], [0, 1], threshold=0.8) == 0.5

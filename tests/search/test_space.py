@@ -43,6 +43,21 @@ def test_local_ratio_exists_only_for_the_local_global_strategy() -> None:
     assert 0.1 <= seen["local_global"]["sampling.local_ratio"] <= 0.9
 
 
+def test_anyloss_amplification_is_searched_for_anyloss_only_over_the_papers_range() -> None:
+    import optuna
+
+    spec = load_space(REPO_ROOT / "search_spaces" / "tabular_f1.yaml")
+    study = optuna.create_study(direction="maximize")
+    seen = {}
+    for method in ("deep_embedding", "anyloss"):
+        study.enqueue_trial({"method": method})
+        seen[method] = spec.suggest(study.ask())
+    assert "anyloss.amplification" not in seen["deep_embedding"]
+    assert 10.0 <= seen["anyloss"]["anyloss.amplification"] <= 73.0
+    amplification = seen["anyloss"]["anyloss.amplification"]
+    assert spec.trial_config(seen["anyloss"]).section("anyloss").amplification == amplification
+
+
 BAD = {
     "unknown key": ({"space": {"surrogate.widht": {"type": "int", "low": 8, "high": 32}}},
                     "space.surrogate.widht", "unknown key 'surrogate.widht'; known: ["),
@@ -52,6 +67,9 @@ BAD = {
     "unknown choice": ({"space": {"sampling.strategy": {"choices": ["global", "glocal"]}}},
                        "space.sampling.strategy.choices", "'glocal'"),
     "unknown top-level key": ({"budgett": {"trials": 2}}, "budgett", "{'trials': 2}"),
+    "amplification outside AnyLoss's range": (
+        {"space": {"anyloss.amplification": {"type": "float", "low": 10.0, "high": 100.0}}},
+        "space.anyloss.amplification", "must be in [10, 73]"),
 }
 
 

@@ -66,3 +66,31 @@ def test_a_users_confusion_matrix_metric_gets_anyloss_and_weighted_bce(monkeypat
     tp, fp, _, _ = soft_confusion(p, y)
     assert float(anyloss(p, y, Precision())) == pytest.approx(1 - float(tp / (tp + fp)), rel=1e-5)
     assert Precision().compute([1, 1, 0], [1, 0, 1]) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("value", [0, 9.5, 74, float("nan")])
+def test_amplification_outside_the_papers_range_is_refused_with_the_value(value: float) -> None:
+    from surrogate_search.config import PostTuneConfig
+
+    with pytest.raises(ValueError, match=rf"anyloss.amplification must be in \[10, 73\] .*got {value!r}"):
+        PostTuneConfig.from_dotted({"anyloss.amplification": value}).validate()
+
+
+def test_amplification_is_a_setting_from_the_command_line_to_the_loss(capsys) -> None:
+    from surrogate_search.cli import main
+    from surrogate_search.config import PostTuneConfig
+    from surrogate_search.surrogates import create_loss
+    from surrogate_search.tasks import Split, get_task
+
+    task = get_task("imbalanced_tabular", dataset="breast_cancer")
+    loss = create_loss(task, PostTuneConfig.for_task(task, {"method": "anyloss", "anyloss.amplification": 10}))
+    p, y = torch.tensor([0.9, 0.2]), torch.tensor([1.0, 0.0])
+    value, _ = loss.model_loss(torch.logit(p), Split({"targets": y}, [1, 0]))
+    assert float(value) == pytest.approx(float(anyloss(p, y, "f1", amplification=10)), rel=1e-5)
+    assert float(value) != pytest.approx(float(anyloss(p, y, "f1")), rel=1e-3)  # not the default L = 73
+    # A bad value stops the command before any checkpoint is looked for.
+    code = main(["posttune", "--task", "imbalanced_tabular", "--method", "anyloss", "--checkpoint", "no_such_folder",
+                 "--set", "anyloss.amplification=100", "--no-track"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "anyloss.amplification must be in [10, 73]" in err and "got 100.0" in err

@@ -94,3 +94,25 @@ def test_l1_fit_is_the_mean_absolute_error() -> None:
     loss = create_loss(task, config(**{"surrogate.fit": "l1"}))
     estimates, errors = torch.tensor([0.0, 1.0, 3.0]), torch.tensor([1.0, 1.0, 1.0])
     assert float(loss.fit_loss(estimates, errors)) == pytest.approx(1.0)
+
+
+def test_a_tracked_comparison_records_which_runs_made_and_which_reused_the_pretrained_surrogate(tabular_checkpoint, tmp_path, capsys) -> None:
+    import mlflow
+
+    from surrogate_search.cli import main
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["-q", "compare", "--task", "imbalanced_tabular", "--option", "dataset=breast_cancer",
+                 "--checkpoint", str(tabular_checkpoint.path.parent), "--seeds", "2", "--methods", "deep_embedding",
+                 "--steps", "2", "--set", "eval_every=2", "--set", "surrogate.pretrain_steps=4",
+                 "--set", "surrogate.warmup_steps=0", "--set", "surrogate.batch_size=8", "--tracking-uri", uri])
+    assert code == 0, capsys.readouterr().err
+    runs = mlflow.MlflowClient(uri).search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(uri).search_experiments()],
+        filter_string="tags.method = 'deep_embedding'")
+    by_seed = {r.data.params["seed"]: r for r in runs}
+    assert by_seed["0"].data.tags["surrogate_pretraining_reused"] == "false"
+    assert by_seed["1"].data.tags["surrogate_pretraining_reused"] == "true"
+    assert by_seed["0"].data.tags["surrogate_pretrained"] == by_seed["1"].data.tags["surrogate_pretrained"]
+    assert by_seed["0"].data.metrics["surrogate_pretraining/steps"] == 4
+    assert "surrogate_pretraining/after/fidelity/local_noisy_spearman" in by_seed["0"].data.metrics

@@ -51,7 +51,8 @@ def test_report_formats(smoke_comparison, mlflow_server, capsys) -> None:
     proxy = float(means["proxy"]["mean"])
     assert "proxy" in text and f"{proxy:.4f} ±" in text
     markdown = report(capsys, *common, "--format", "markdown")
-    assert markdown.splitlines()[0] == "| method | test f1 (mean ± std) | vs proxy | seeds |"
+    assert markdown.splitlines()[0] == ("| method | test f1 @0.5 (mean ± std) | vs proxy | test f1 @val thr (mean ± std) "
+                                        "| vs proxy | val thr | seeds |")
     assert f"| deep_embedding | {float(means['deep_embedding']['mean']):.4f} ± " in markdown
 
 
@@ -59,6 +60,49 @@ def test_report_names_what_exists_on_a_typo(smoke_comparison, mlflow_server, cap
     assert main(["report", "--experiment", "imbalanced_tabular", "--tracking-uri", mlflow_server.uri]) == 2
     err = capsys.readouterr().err
     assert "no MLflow experiment 'imbalanced_tabular'" in err and "imbalanced_tabular_breast_cancer" in err
+
+
+def test_child_runs_hold_the_threshold_chosen_on_val_and_the_report_shows_it(smoke_comparison, mlflow_server,
+                                                                              capsys) -> None:
+    at_threshold: dict[str, list[float]] = {}
+    for child in smoke_comparison.children:
+        metrics = child.data.metrics
+        assert 0.0 < metrics["val_threshold"] < 1.0
+        assert metrics["best_val/f1_at_val_threshold"] >= metrics["best_val/f1"]  # 0.5 was a candidate on val
+        assert 0.0 <= metrics["test/f1_at_val_threshold"] <= 1.0
+        at_threshold.setdefault(child.data.tags["method"], []).append(metrics["test/f1_at_val_threshold"])
+    parent = smoke_comparison.parent.data.metrics
+    assert 0.0 < parent["base_val_threshold"] < 1.0 and 0.0 <= parent["base_test_at_val_threshold"] <= 1.0
+
+    common = ["--experiment", smoke_comparison.experiment, "--run-id", smoke_comparison.parent.info.run_id,
+              "--tracking-uri", mlflow_server.uri]
+    data = json.loads(report(capsys, *common, "--format", "json"))
+    rows = {r["method"]: r for r in data["rows"]}
+    for method, values in at_threshold.items():
+        assert rows[method]["at_val_threshold_mean"] == pytest.approx(statistics.fmean(values))
+        assert rows[method]["at_val_threshold_std"] == pytest.approx(statistics.stdev(values))
+    control, learned = rows["proxy"]["at_val_threshold_mean"], rows["deep_embedding"]["at_val_threshold_mean"]
+    if control:
+        assert rows["deep_embedding"]["at_val_threshold_vs_proxy_pct"] == pytest.approx(100 * (learned - control) / control)
+    assert data["base_test_at_val_threshold"] == pytest.approx(parent["base_test_at_val_threshold"])
+
+    text = report(capsys, *common)
+    assert "test f1 @val thr" in text and f"{learned:.4f} ± " in text
+    assert f"proxy @val thr = {control:.4f} ± " in text and "baseline practitioners try first" in text
+    base = next(line for line in text.splitlines() if line.startswith("base (no tuning)"))
+    assert f"{parent['base_test_at_val_threshold']:.4f}" in base
+    csv_rows = list(csv.DictReader(io.StringIO(report(capsys, *common, "--format", "csv"))))
+    assert float(csv_rows[0]["at_val_threshold_mean"]) == pytest.approx(control)
+
+
+def test_a_task_without_a_threshold_reports_no_threshold_column() -> None:
+    from surrogate_search.tracking.report import Report, ReportRow
+
+    rows = [ReportRow("proxy", 410.0, 5.0, 0.0, 3), ReportRow("deep_embedding", 400.0, 4.0, -2.4, 3)]
+    edit_distance = Report("synthetic_text", "run", "compare-1", "edit_distance", False, 420.0, rows, 0)
+    for fmt in ("text", "markdown", "csv"):
+        assert "thr" not in edit_distance.render(fmt) and "threshold" not in edit_distance.render(fmt), fmt
+    assert "threshold" not in edit_distance.render("json")
 
 
 def test_comparison_child_runs_log_the_metric_they_are_judged_by(smoke_comparison) -> None:

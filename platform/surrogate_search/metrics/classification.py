@@ -85,6 +85,52 @@ class ConfusionMatrixMetric(Metric):
     def formula(self, tp: Num, fp: Num, fn: Num, tn: Num, eps: float = 0.0) -> Num:
         """The metric as arithmetic on the counts; ``eps`` keeps soft-count divisions finite."""
 
+    # --- decisions from probabilities --------------------------------------------------------------
+    def at_threshold(self, probabilities: Sequence[float] | np.ndarray, targets: Sequence[int] | np.ndarray,
+                     threshold: float = 0.5) -> float:
+        """The metric of the decisions ``probability > threshold`` against 0/1 ``targets``."""
+        return self.compute(np.asarray(probabilities, dtype=np.float64).ravel() > threshold, targets)
+
+    def best_threshold(self, probabilities: Sequence[float] | np.ndarray,
+                       targets: Sequence[int] | np.ndarray) -> tuple[float, float]:
+        """``(threshold, value)``: the decision threshold that maximises the metric of
+        ``probability > threshold`` on these samples, and the metric there.
+
+        Every distinct split of the samples is a candidate, its threshold halfway between the two
+        probabilities it separates (or just below the lowest, which makes every sample positive).
+        Ties go to the threshold nearest 0.5, then to the lower one, so the default moves only as
+        far as the data asks. Choose it on validation and apply it to test::
+
+            threshold, _ = metric.best_threshold(val_probabilities, val_labels)
+            metric.at_threshold(test_probabilities, test_labels, threshold)
+        """
+        p = np.asarray(probabilities, dtype=np.float64).ravel()
+        y = np.asarray(targets).astype(bool).ravel()
+        check_same_length(p, y, "threshold")
+        if len(p) == 0:
+            raise ValueError(f"{self.name}: no samples to choose a threshold on")
+        order = np.argsort(-p, kind="stable")
+        p, y = p[order], y[order]
+        # Cut after the k highest probabilities (k = 0..n), only where the probability changes.
+        distinct = np.flatnonzero(p[:-1] > p[1:]) + 1
+        cuts = np.r_[0, distinct, len(p)]
+        true_pos = np.r_[0, np.cumsum(y)]
+        positives = int(y.sum())
+        values, thresholds = [], []
+        for k in cuts:
+            tp = int(true_pos[k])
+            fp, fn = int(k) - tp, positives - tp
+            values.append(self.from_counts(tp, fp, fn, len(p) - positives - fp))
+            if k == 0:
+                thresholds.append(float(p[0]))  # nothing above the highest probability
+            elif k == len(p):
+                thresholds.append(float(np.nextafter(p[-1], -np.inf)))
+            else:
+                thresholds.append(float((p[k - 1] + p[k]) / 2))
+        best = max(values)
+        threshold = min((t for t, v in zip(thresholds, values) if v == best), key=lambda t: (abs(t - 0.5), t))
+        return threshold, best
+
 
 @register_metric("f_beta")
 class FBeta(ConfusionMatrixMetric):

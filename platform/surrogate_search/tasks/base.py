@@ -238,6 +238,18 @@ class Task(ABC):
 
     # --- evaluation -------------------------------------------------------------------------------
     @torch.no_grad()
+    def predict_split(self, model: nn.Module, split: Split, *, batch_size: int = 256,
+                      device: torch.device | str = "cpu") -> torch.Tensor:
+        """``predict`` of ``model`` on a whole split, on the CPU (for a confusion-matrix metric: the
+        probability of the positive class per sample, from which thresholds are chosen)."""
+        was_training = model.training
+        model.eval()
+        predictions = [self.predict(self.forward(model, batch.to(device))).float().cpu()
+                       for batch in split.batches(batch_size)]
+        model.train(was_training)
+        return torch.cat(predictions)
+
+    @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Split, *, batch_size: int = 256,
                  device: torch.device | str = "cpu") -> dict[str, float]:
         """The primary metric and the report metrics of ``model`` on ``split``, plus the proxy loss."""

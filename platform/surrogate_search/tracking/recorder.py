@@ -91,6 +91,13 @@ def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger:
     final = {**{f"test/{k}": v for k, v in result.test.items()}, **{f"test_final/{k}": v for k, v in result.test_final.items()},
              **{f"best_val/{k}": v for k, v in result.val.items()}, **{f"base_val/{k}": v for k, v in result.base_val.items()},
              "best_step": float(result.best_step), "wall_seconds": result.seconds}
+    pretraining = result.surrogate_pretraining
+    if pretraining:  # the surrogate came pretrained on the base model (made here, or loaded)
+        final.update({f"surrogate_pretraining/{k}": float(v) for k, v in pretraining.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        logger.set_tags({"surrogate_pretrained": pretraining["path"],
+                         "surrogate_pretraining_reused": str(pretraining["reused"]).lower()})
+    final.update(threshold_metrics(result, metric))
     logger.log(final, step=result.steps)
     logger.set_tags({"test_metric": f"test/{metric}", "higher_is_better": str(higher)})
     steps, values = _curve(result, metric)
@@ -102,6 +109,15 @@ def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger:
     if log_model and best["state"] is not None:
         log_surrogate(logger, task, config, best["state"], splits=splits, checkpoint=checkpoint, cache_dir=cache_dir)
     return recorded
+
+
+def threshold_metrics(result: PostTuneResult, metric: str) -> dict[str, float]:
+    """A classification run's decision threshold chosen on val (``val_threshold``) and its metric
+    there on val and test (``test/f1_at_val_threshold``); empty for other tasks."""
+    if result.tuned is None:
+        return {}
+    return {"val_threshold": result.tuned.threshold, f"best_val/{metric}_at_val_threshold": result.tuned.val,
+            f"test/{metric}_at_val_threshold": result.tuned.test}
 
 
 def _curve(result: PostTuneResult, metric: str) -> tuple[list[float], list[float]]:
@@ -225,14 +241,22 @@ def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckp
     logger = TrialLogger(uri, parent)
     metric, higher = result.metric, result.higher_is_better
     summary: dict[str, float] = {"base_test": result.base_test, **{f"base_{k}": v for k, v in result.base_splits.items()}}
+    if result.base_tuned is not None:
+        summary.update(base_test_at_val_threshold=result.base_tuned.test, base_val_threshold=result.base_tuned.threshold)
     for row in result.rows():
         summary.update({f"{row['method']}/test_mean": row["mean"], f"{row['method']}/test_std": row["std"],
                         f"{row['method']}/vs_proxy_pct": row["vs_proxy_pct"]})
+        if "at_val_threshold_mean" in row:
+            summary.update({f"{row['method']}/test_at_val_threshold_mean": row["at_val_threshold_mean"],
+                            f"{row['method']}/test_at_val_threshold_std": row["at_val_threshold_std"],
+                            f"{row['method']}/at_val_threshold_vs_proxy_pct": row["at_val_threshold_vs_proxy_pct"]})
     logger.log(summary, step=0)
     logger.log_dict(result.config.to_dict(), "config.yaml")
     logger.log_text(result.table() + "\n", "comparison.txt")
+    base_tuned = {"base_test_at_val_threshold": result.base_tuned.test,
+                  "base_val_threshold": result.base_tuned.threshold} if result.base_tuned else {}
     logger.log_dict({"task": result.task, "metric": metric, "higher_is_better": higher, "base_test": result.base_test,
-                     "rows": result.rows()}, "comparison.json")
+                     **base_tuned, "rows": result.rows()}, "comparison.json")
     curves: dict[str, list[tuple[list[float], list[float]]]] = {}
     for (method, _seed), rec in recorded.items():
         curves.setdefault(method, []).append(_curve(rec.result, metric))

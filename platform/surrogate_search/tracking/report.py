@@ -1,6 +1,7 @@
 """The comparison table, read back from MLflow: method, test metric mean ± std over seeds, relative
-change against proxy continuation, number of seeds. Text for people; markdown, csv, json for
-machines."""
+change against proxy continuation, number of seeds; on a classification task also the test metric
+at each run's val-tuned decision threshold, with its own change against proxy (the proxy +
+tuned-threshold baseline). Text for people; markdown, csv, json for machines."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from surrogate_search.compare import CONTROL, THRESHOLD_NOTE, change_text, mean_std
 from surrogate_search.tracking.runs import KIND_TAG, PARENT_TAG
 from surrogate_search.tracking.store import client, resolve_tracking_uri
 
@@ -27,6 +29,11 @@ class ReportRow:
     seeds: int
     kept_base: int = 0
     """Seeds whose best validation model was the base itself."""
+    at_val_threshold_mean: float | None = None
+    """Classification tasks: the test metric at each run's decision threshold chosen on val."""
+    at_val_threshold_std: float | None = None
+    at_val_threshold_vs_proxy_pct: float = math.nan
+    val_threshold_mean: float | None = None
 
 
 @dataclass
@@ -41,6 +48,19 @@ class Report:
     failed_runs: int
     base_splits: dict[str, float] = field(default_factory=dict)
     """The base model's metric on train, tune and val (as many samples of each as val has)."""
+    base_test_at_val_threshold: float | None = None
+    """The base model's test metric at its decision threshold chosen on val (classification tasks)."""
+    base_val_threshold: float | None = None
+
+    @property
+    def thresholded(self) -> bool:
+        """Whether the rows hold the metric at a val-tuned threshold (a classification task)."""
+        return any(r.at_val_threshold_mean is not None for r in self.rows)
+
+    def threshold_note(self) -> str:
+        control = next((r for r in self.rows if r.method == CONTROL and r.at_val_threshold_mean is not None), None)
+        value = f"{control.at_val_threshold_mean:.4f} ± {control.at_val_threshold_std:.4f}" if control else "—"
+        return THRESHOLD_NOTE.format(metric=self.metric, control=CONTROL, value=value)
 
     def render(self, fmt: str = "text") -> str:
         if fmt not in FORMATS:
@@ -49,35 +69,65 @@ class Report:
         return f"{text}\n\n{self.chart()}" if fmt == "text" and self.rows else text
 
     def _change(self, row: ReportRow) -> str:
-        return "—" if row.method == "proxy" or math.isnan(row.vs_proxy_pct) else f"{row.vs_proxy_pct:+.1f}%"
+        return change_text(row.method, row.vs_proxy_pct)
+
+    def _at_threshold(self, row: ReportRow) -> tuple[str, str, str]:
+        """(mean ± std, change against proxy, mean threshold) at the val-tuned threshold; blank without."""
+        if row.at_val_threshold_mean is None:
+            return "", "", ""
+        return (f"{row.at_val_threshold_mean:.4f} ± {row.at_val_threshold_std:.4f}",
+                change_text(row.method, row.at_val_threshold_vs_proxy_pct), f"{row.val_threshold_mean:.3f}")
 
     def _text(self) -> str:
         direction = "higher is better" if self.higher_is_better else "lower is better"
+        tuned = self.thresholded
+        first = f"test {self.metric}" + (" @0.5" if tuned else "")
+        thresholds = f" {'test ' + self.metric + ' @val thr':>22s} {'vs proxy':>9s} {'val thr':>7s}" if tuned else ""
         lines = [f"{self.experiment}: test {self.metric} ({direction}), comparison {self.comparison} "
                  f"(run {self.comparison_run_id}); mean ± std over seeds",
-                 f"{'method':22s} {'test ' + self.metric:>22s} {'vs proxy':>9s} {'seeds':>5s} {'kept base':>9s}"]
+                 f"{'method':22s} {first:>22s} {'vs proxy':>9s}{thresholds} {'seeds':>5s} {'kept base':>9s}"]
         if self.base_splits:
             where = ", ".join(f"{name} {value:.4f}" for name, value in self.base_splits.items())
             lines.insert(1, f"base model {self.metric} on splits of val's size: {where}")
         if self.base_test is not None:
-            lines.append(f"{'base (no tuning)':22s} {self.base_test:>22.4f}")
-        lines += [f"{r.method:22s} {r.mean:>13.4f} ± {r.std:<6.4f} {self._change(r):>9s} {r.seeds:>5d} {r.kept_base:>9d}"
-                  for r in self.rows]
+            base = ""
+            if tuned and self.base_test_at_val_threshold is not None and self.base_val_threshold is not None:
+                base = f" {'':9s} {self.base_test_at_val_threshold:>22.4f} {'':9s} {self.base_val_threshold:>7.3f}"
+            lines.append(f"{'base (no tuning)':22s} {self.base_test:>22.4f}{base}")
+        for r in self.rows:
+            at = ""
+            if tuned:
+                value, change, threshold = self._at_threshold(r)
+                at = f" {value:>22s} {change:>9s} {threshold:>7s}"
+            lines.append(f"{r.method:22s} {r.mean:>13.4f} ± {r.std:<6.4f} {self._change(r):>9s}{at} {r.seeds:>5d} "
+                         f"{r.kept_base:>9d}")
+        if tuned:
+            lines.append(self.threshold_note())
         if self.failed_runs:
             lines.append(f"({self.failed_runs} run(s) did not finish and are left out)")
         return "\n".join(lines)
 
     def _markdown(self) -> str:
-        lines = [f"| method | test {self.metric} (mean ± std) | vs proxy | seeds |", "|---|---|---|---|"]
-        lines += [f"| {r.method} | {r.mean:.4f} ± {r.std:.4f} | {self._change(r)} | {r.seeds} |" for r in self.rows]
-        return "\n".join(lines)
+        if not self.thresholded:
+            lines = [f"| method | test {self.metric} (mean ± std) | vs proxy | seeds |", "|---|---|---|---|"]
+            lines += [f"| {r.method} | {r.mean:.4f} ± {r.std:.4f} | {self._change(r)} | {r.seeds} |" for r in self.rows]
+            return "\n".join(lines)
+        lines = [f"| method | test {self.metric} @0.5 (mean ± std) | vs proxy | test {self.metric} @val thr (mean ± std) "
+                 f"| vs proxy | val thr | seeds |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r.method} | {r.mean:.4f} ± {r.std:.4f} | {self._change(r)} | {' | '.join(self._at_threshold(r))} "
+                  f"| {r.seeds} |" for r in self.rows]
+        return "\n".join(lines + ["", self.threshold_note()])
 
     def _csv(self) -> str:
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["method", "mean", "std", "vs_proxy_pct", "seeds", "kept_base"], lineterminator="\n")
+        fields = ["method", "mean", "std", "vs_proxy_pct", "seeds", "kept_base"]
+        if self.thresholded:
+            fields += ["at_val_threshold_mean", "at_val_threshold_std", "at_val_threshold_vs_proxy_pct",
+                       "val_threshold_mean"]
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for r in self.rows:
-            writer.writerow({**asdict(r), "mean": repr(r.mean), "std": repr(r.std), "vs_proxy_pct": repr(r.vs_proxy_pct)})
+            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in asdict(r).items()})
         return out.getvalue().rstrip("\n")
 
     def chart(self, width: int = 40) -> str:
@@ -107,9 +157,13 @@ class Report:
 
     def _json(self) -> str:
         data = asdict(self)
+        if not self.thresholded:  # a task without a decision threshold: no threshold keys at all
+            data = {k: v for k, v in data.items() if "threshold" not in k}
+            data["rows"] = [{k: v for k, v in row.items() if "threshold" not in k} for row in data["rows"]]
         for row in data["rows"]:
-            if math.isnan(row["vs_proxy_pct"]):
-                row["vs_proxy_pct"] = None
+            for key in ("vs_proxy_pct", "at_val_threshold_vs_proxy_pct"):
+                if isinstance(row.get(key), float) and math.isnan(row[key]):
+                    row[key] = None
         return json.dumps(data, indent=2)
 
 
@@ -136,6 +190,8 @@ def comparison_report(experiment: str, *, run_id: str | None = None, tracking_ur
     tags = parent.data.tags
     metric = tags.get("metric", "")
     values: dict[str, list[float]] = {}
+    at_threshold: dict[str, list[float]] = {}
+    thresholds: dict[str, list[float]] = {}
     kept: dict[str, int] = {}
     failed = 0
     for child in children:
@@ -146,19 +202,33 @@ def comparison_report(experiment: str, *, run_id: str | None = None, tracking_ur
         method = child.data.tags.get("method", "?")
         values.setdefault(method, []).append(child.data.metrics[key])
         kept[method] = kept.get(method, 0) + int(child.data.metrics.get("best_step", -1) == 0)
-    order = sorted(values, key=lambda m: m != "proxy")  # the control first, then in run order
-    control = statistics.fmean(values["proxy"]) if "proxy" in values else math.nan
+        if f"{key}_at_val_threshold" in child.data.metrics:  # a classification task's val-tuned threshold
+            at_threshold.setdefault(method, []).append(child.data.metrics[f"{key}_at_val_threshold"])
+            thresholds.setdefault(method, []).append(child.data.metrics["val_threshold"])
+    order = sorted(values, key=lambda m: m != CONTROL)  # the control first, then in run order
+
+    def change(ours: list[float], control: list[float] | None) -> float:
+        reference = mean_std(control)[0] if control else math.nan
+        if not reference or math.isnan(reference):
+            return math.nan
+        return 100.0 * (mean_std(ours)[0] - reference) / abs(reference)
+
     rows = []
     for method in order:
-        mean = statistics.fmean(values[method])
-        std = statistics.stdev(values[method]) if len(values[method]) > 1 else 0.0
-        change = 100.0 * (mean - control) / abs(control) if control and not math.isnan(control) else math.nan
-        rows.append(ReportRow(method, mean, std, change, len(values[method]), kept.get(method, 0)))
+        mean, std = mean_std(values[method])
+        row = ReportRow(method, mean, std, change(values[method], values.get(CONTROL)), len(values[method]),
+                        kept.get(method, 0))
+        if method in at_threshold:
+            row.at_val_threshold_mean, row.at_val_threshold_std = mean_std(at_threshold[method])
+            row.at_val_threshold_vs_proxy_pct = change(at_threshold[method], at_threshold.get(CONTROL))
+            row.val_threshold_mean = statistics.fmean(thresholds[method])
+        rows.append(row)
     base_splits = {name: parent.data.metrics[f"base_{name}"] for name in ("train", "tune", "val")
                    if f"base_{name}" in parent.data.metrics}
     return Report(experiment, parent.info.run_id, tags.get("search_id", ""), metric,
                   tags.get("higher_is_better", "True") == "True", parent.data.metrics.get("base_test"), rows, failed,
-                  base_splits)
+                  base_splits, parent.data.metrics.get("base_test_at_val_threshold"),
+                  parent.data.metrics.get("base_val_threshold"))
 
 
 def report_as_dict(report: Report) -> dict[str, Any]:
