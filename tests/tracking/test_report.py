@@ -138,7 +138,7 @@ def test_report_writes_html_and_markdown_files_with_the_plots(smoke_comparison, 
     assert f"wrote {tmp_path / 'r.html'}" in out and f"wrote {tmp_path / 'shared' / 'r.md'}" in out
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     markdown = (tmp_path / "shared" / "r.md").read_text(encoding="utf-8")
-    assert "<td>proxy</td>" in page and "<td>deep_embedding</td>" in page and "test f1 (mean ± std)" in page
+    assert "<td>proxy</td>" in page and "<td>deep_embedding</td>" in page and "<th>test f1 @0.5 (mean ± std)</th>" in page
     assert markdown.startswith(f"# {smoke_comparison.experiment}: comparison smoke-compare\n")
     assert "| proxy | " in markdown and "█ to the mean" in markdown
     for text in (page, markdown):
@@ -146,3 +146,13 @@ def test_report_writes_html_and_markdown_files_with_the_plots(smoke_comparison, 
         assert len(images) == 2 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
         assert "comparison_bars.png" in text and "posttune_curves.png" in text
         assert "http" not in text.replace(mlflow_server.uri, "")  # self-contained: nothing to fetch
+
+
+def test_the_html_file_has_the_threshold_columns_of_a_classification_report(smoke_comparison, mlflow_server,
+                                                                             tmp_path, capsys) -> None:
+    report(capsys, "--experiment", smoke_comparison.experiment, "--tracking-uri", mlflow_server.uri,
+           "--html", str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<th>test f1 @0.5 (mean ± std)</th>" in page and "<th>test f1 @val thr (mean ± std)</th>" in page
+    assert page.count("<tr>") == 1 + 3  # header, base, proxy, deep_embedding
+    assert all(row.count("<td>") == 8 for row in page.split("<tr>")[2:])

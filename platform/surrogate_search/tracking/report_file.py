@@ -79,11 +79,20 @@ def render_html(report: Report, plots: dict[str, bytes]) -> str:
     def cells(tag: str, values: list[str]) -> str:
         return "<tr>" + "".join(f"<{tag}>{html.escape(v)}</{tag}>" for v in values) + "</tr>"
 
-    header = cells("th", ["method", f"test {report.metric} (mean ± std)", "vs proxy", "seeds", "kept base"])
-    rows = [cells("td", [r.method, f"{r.mean:.4f} ± {r.std:.4f}", report._change(r), str(r.seeds), str(r.kept_base)])
+    # Classification: the metric at 0.5 and at the threshold each run chose on val, as the text table has it.
+    tuned = report.thresholded
+    at = f"test {report.metric}" + (" @0.5" if tuned else "")
+    extra = [f"test {report.metric} @val thr (mean ± std)", "vs proxy", "val thr"] if tuned else []
+    header = cells("th", ["method", f"{at} (mean ± std)", "vs proxy", *extra, "seeds", "kept base"])
+    rows = [cells("td", [r.method, f"{r.mean:.4f} ± {r.std:.4f}", report._change(r),
+                         *(report._at_threshold(r) if tuned else ()), str(r.seeds), str(r.kept_base)])
             for r in report.rows]
     if report.base_test is not None:
-        rows.insert(0, cells("td", ["base (no tuning)", f"{report.base_test:.4f}", "", "", ""]))
+        base_tuned = [f"{report.base_test_at_val_threshold:.4f}", "", f"{report.base_val_threshold:.3f}"] \
+            if tuned and report.base_test_at_val_threshold is not None and report.base_val_threshold is not None \
+            else [""] * len(extra)
+        rows.insert(0, cells("td", ["base (no tuning)", f"{report.base_test:.4f}", "", *base_tuned, "", ""]))
+    note = f"<p>{html.escape(report.threshold_note())}</p>" if tuned else ""
     images = "\n".join(f'<figure><img alt="{html.escape(name)}" src="{_data_uri(png)}">'
                        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, png in plots.items())
     title = html.escape(_title(report))
@@ -111,6 +120,7 @@ img {{ max-width: 100%; }}
 {header}
 {chr(10).join(rows)}
 </table>
+{note}
 {chart}
 {images}
 </body>
