@@ -108,6 +108,8 @@ def search(args: argparse.Namespace, text_checkpoint: object) -> dict[str, objec
     outcome = run_search(spec, storage=Path(args.runs) / "search", resume=True, address=args.address,
                          tracking_uri=args.tracking_uri)
     print(outcome.summary())
+    print(f"its trials, live or finished: .venv/bin/surrogate-search dashboard {outcome.search_dir}  "
+          f"(plots: search_plots/ on MLflow run {outcome.mlflow.get('run_id', '-')})")
     if outcome.best_value is None:
         print("no trial finished: comparing the space's default settings instead")
         return spec.trial_config({}).to_dict()
@@ -152,9 +154,14 @@ def report(done: list[object]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
-    logging.getLogger("surrogate_search.compare").setLevel(logging.INFO)  # progress: one line per method x seed
-    logging.getLogger("surrogate_search.search.tune").setLevel(logging.INFO)  # the search's resources and MLflow run
+    from surrogate_search.progress import configure_logging
+
+    # Never silent for long: the library's own lines (pretraining epochs, the search's resources and
+    # MLflow run, each comparison run) and progress (a bar on a terminal; elsewhere a line at least
+    # every 30 s of a long step, with its validation metric and an ETA). Other libraries: warnings.
+    configure_logging(logging.WARNING)
+    logging.getLogger("surrogate_search").setLevel(logging.INFO)
+    logging.getLogger("surrogate_search.posttune").setLevel(logging.WARNING)  # per-evaluation lines: progress says it
     from surrogate_search.tracking import check_tracking_store, resolve_tracking_uri
 
     # One absolute URI for every step, checked before any training: a server that is down fails here.

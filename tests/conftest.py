@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
+"""Screenshots of the browser tests (ignored by git); their paths are printed."""
 
 # Two cores here: keep torch from oversubscribing when Ray or pytest run work side by side.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -77,3 +84,43 @@ def retrieval_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("base_retrieval")
     pretrain(get_task("retrieval", train_per_class=4, val_per_class=3, test_per_class=3), out, max_epochs=1, patience=1)
     return load_checkpoint(out)
+
+
+def chromium() -> str:
+    """The headless browser; installed with apt-get when missing, else the test is skipped with the reason."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    print("chromium not found: trying `apt-get install -y chromium`")
+    for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.SubprocessError) as exc:
+            done = None
+            reason = f"{' '.join(command)} could not run: {exc}"
+        if done is not None and done.returncode == 0 and shutil.which("chromium"):
+            return shutil.which("chromium")  # type: ignore[return-value]
+        if done is not None:
+            reason = f"{' '.join(command)} failed with code {done.returncode}: {done.stderr.strip()[-300:]}"
+    message = f"no headless Chromium for the browser test ({reason})"
+    print(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def open_page() -> Callable[[str, Path], str]:
+    """``open_page(url, screenshot)``: load ``url`` in headless Chromium (a single-page app: let it run
+    20 s of virtual time), save a screenshot, return the page's visible text."""
+    browser = chromium()
+
+    def load(url: str, screenshot: Path) -> str:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
+                               "--virtual-time-budget=20000", f"--screenshot={screenshot}", "--dump-dom", url],
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        print(f"screenshot of {url}: {screenshot}")
+        dom = re.sub(r"<(script|style)\b.*?</\1>", " ", done.stdout, flags=re.S)
+        return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+
+    return load

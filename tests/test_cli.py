@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 
 import pytest
 
-from surrogate_search.cli import main
+from surrogate_search.cli import EXAMPLES, build_parser, load_config_overrides, main
 
 
 def test_help_lists_commands() -> None:
@@ -44,3 +46,46 @@ def test_set_reads_numbers_as_a_user_writes_them() -> None:
     assert parsed == {"lr": 3e-5, "surrogate.lr": 1e-3, "steps": 40, "sampling.strategy": "local", "amp": True,
                       "name": "e5"}
     assert isinstance(parsed["lr"], float)
+
+
+def test_version_names_the_package_and_what_it_runs_on(capsys) -> None:
+    from surrogate_search import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"surrogate-search {__version__} (python ") and "torch " in out and "ray " in out
+
+
+@pytest.mark.parametrize("command", [c for c in EXAMPLES if c])
+def test_every_help_ends_with_examples_that_parse(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    tail = capsys.readouterr().out.rstrip().split("\nexamples:\n")[-1].splitlines()
+    assert 2 <= len(tail) <= 3 and tail == [f"  {line}" for line in EXAMPLES[command]]
+    for line in EXAMPLES[command]:
+        args = build_parser().parse_args(shlex.split(line)[1:])  # a typo in an example fails here
+        assert args.command == command
+
+
+def test_methods_are_listed_from_the_registry(capsys) -> None:
+    from surrogate_search.surrogates import list_methods
+
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for method in list_methods():
+        assert re.search(rf"^{method} +(learned|fixed) +tasks=", out, re.M), method
+    assert re.search(r"^anyloss +fixed +tasks=imbalanced_tabular$", out, re.M)
+
+
+def test_device_and_amp_flags_are_the_config_keys() -> None:
+    from surrogate_search.config import PostTuneConfig
+    from surrogate_search.tasks import get_task
+
+    args = build_parser().parse_args(["posttune", "--task", "imbalanced_tabular", "--device", "cuda", "--amp"])
+    config = PostTuneConfig.for_task(get_task("imbalanced_tabular"), load_config_overrides(args))
+    assert (config.device, config.amp) == ("cuda", True)
+    plain = build_parser().parse_args(["compare", "--task", "imbalanced_tabular", "--set", "device=cpu"])
+    assert load_config_overrides(plain) == {"device": "cpu"}  # no flag: --set and the defaults decide

@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "surrogate_search"
 
 LAYERS = [
-    {"registry", "utils", "cache", "plugins"},
+    {"registry", "utils", "cache", "plugins", "progress"},
     {"metrics"},
     {"tasks"},
     {"sampling"},

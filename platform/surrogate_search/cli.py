@@ -39,6 +39,19 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    from surrogate_search.surrogates import list_methods, loss_class
+    from surrogate_search.tasks import TASKS, get_task
+
+    tasks = {name: get_task(name) for name in TASKS.names()}
+    for name in list_methods():
+        cls = loss_class(name)
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())  # its first paragraph
+        applies = ",".join(t for t, task in tasks.items() if cls.supports(task)) or "none of the registered tasks"
+        print(f"{name:24s} {'learned' if cls.learned else 'fixed':8s} tasks={applies}\n{'':24s} {doc}")
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from surrogate_search.pretrain import pretrain
     from surrogate_search.tasks import get_task
@@ -64,6 +77,10 @@ def load_config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides.update(parse_assignments(getattr(args, "set", [])))
     if getattr(args, "steps", None):
         overrides["steps"] = args.steps
+    if getattr(args, "device", None):
+        overrides["device"] = args.device
+    if getattr(args, "amp", False):
+        overrides["amp"] = True
     return overrides
 
 
@@ -152,7 +169,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri)
     _check_local_store(uri)
-    print(comparison_report(args.experiment, run_id=args.run_id, tracking_uri=uri).render(args.format))
+    report = comparison_report(args.experiment, run_id=args.run_id, tracking_uri=uri)
+    print(report.render(args.format))
+    if args.html or args.markdown:
+        from surrogate_search.tracking.report_file import write_report_file
+
+        for path, fmt in ((args.html, "html"), (args.markdown, "markdown")):
+            if path:
+                print(f"wrote {write_report_file(report, path, fmt, tracking_uri=uri)}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from surrogate_search.search.dashboard import DashboardServer
+
+    dashboard = DashboardServer.open(args.search, port=args.port)
+    print(f"Optuna dashboard: {dashboard.url}  (study storage {dashboard.storage})", flush=True)
+    for study_id, name, trials in dashboard.studies:
+        print(f"study {name} ({trials} trials): {dashboard.study_url(study_id)}", flush=True)
+    print("Ctrl-C stops it.", flush=True)
+    dashboard.serve_forever()
     return 0
 
 
@@ -190,7 +226,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _add_task_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--task", required=required, help="registered task name (see `surrogate-search tasks`)")
+    from surrogate_search.tasks import TASKS
+
+    p.add_argument("--task", required=required, help=f"a registered task: {', '.join(TASKS.names())}")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="task option, e.g. dataset=digits")
     p.add_argument("--data-seed", type=int, default=0 if required else None, help="seed of the task's data splits")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
@@ -203,6 +241,9 @@ def _add_posttune_arguments(p: argparse.ArgumentParser) -> None:
                    help="post-tuning setting, e.g. surrogate.width=32, surrogate.proxy_weight=0.5 or "
                         "anyloss.amplification=20 (a loss's own settings are in the section named after it)")
     p.add_argument("--steps", type=int, default=None, help="model updates per run (the extra budget)")
+    p.add_argument("--device", default=None, help="auto (the default: CUDA when there is one), cpu, cuda, cuda:1, ... "
+                                                  "(the setting `device`)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the model on CUDA (the setting `amp`)")
 
 
 def _add_tracking_arguments(p: argparse.ArgumentParser, *, recording: bool = True) -> None:
@@ -213,22 +254,83 @@ def _add_tracking_arguments(p: argparse.ArgumentParser, *, recording: bool = Tru
         p.add_argument("--experiment", default=None, help="MLflow experiment (default: one per task, e.g. synthetic_text)")
 
 
+EXAMPLES = {
+    "": ["surrogate-search tasks",
+         "surrogate-search compare --task imbalanced_tabular --option dataset=breast_cancer --seeds 3",
+         "surrogate-search search search_spaces/text_edit_distance_smoke.yaml"],
+    "tasks": ["surrogate-search tasks",
+              "surrogate-search --plugin my_tasks.py tasks"],
+    "metrics": ["surrogate-search metrics",
+                "surrogate-search --plugin my_tasks.py metrics"],
+    "methods": ["surrogate-search methods",
+                "surrogate-search --plugin my_losses.py methods"],
+    "pretrain": ["surrogate-search pretrain --task synthetic_text --out runs/base_text",
+                 "surrogate-search pretrain --task imbalanced_tabular --option dataset=digits --out runs/base_tab_digits",
+                 "surrogate-search pretrain --task box_localization --out runs/base_box --device cuda"],
+    "posttune": ["surrogate-search posttune --task synthetic_text --method deep_embedding --steps 300",
+                 "surrogate-search posttune --task imbalanced_tabular --method anyloss --set anyloss.amplification=20",
+                 "surrogate-search posttune --task synthetic_text --method relational --device cuda --amp"],
+    "compare": ["surrogate-search compare --task imbalanced_tabular --option dataset=breast_cancer --seeds 3",
+                "surrogate-search compare --task synthetic_text --methods expected_edit_distance,deep_embedding",
+                "surrogate-search compare --from-search runs/search/text_edit_distance --seeds 5"],
+    "report": ["surrogate-search report --experiment synthetic_text",
+               "surrogate-search report --experiment synthetic_text --format markdown --html report.html",
+               "surrogate-search report --experiment imbalanced_tabular_breast_cancer --run-id RUN_ID --format json"],
+    "ui": ["surrogate-search ui --experiment synthetic_text",
+           "surrogate-search ui --port 5001 --tracking-uri sqlite:///other/mlflow.db"],
+    "search": ["surrogate-search search search_spaces/text_edit_distance_smoke.yaml",
+               "surrogate-search search search_spaces/tabular_f1.yaml --set budget.trials=32",
+               "surrogate-search search search_spaces/text_edit_distance.yaml --resume"],
+    "dashboard": ["surrogate-search dashboard runs/search/text_edit_distance",
+                  "surrogate-search dashboard runs/search/tabular_f1_smoke --port 8081"],
+}
+"""Two or three examples per command, shown at the end of its ``--help``."""
+
+
+def _epilog(command: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
+
+
+def version_line() -> str:
+    """``surrogate-search 0.1.0 (python 3.11.9, torch 2.13.0, ray 2.60.0, ...)``: what a bug report needs."""
+    import platform
+    from importlib import metadata
+
+    from surrogate_search import __version__
+
+    versions = [f"python {platform.python_version()}"]
+    for package in ("torch", "ray", "optuna", "mlflow", "optuna-dashboard"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return f"surrogate-search {__version__} ({', '.join(versions)})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from surrogate_search.surrogates import list_methods  # plugins are loaded before the parser is built
 
     parser = argparse.ArgumentParser(
         prog="surrogate-search",
-        description="Learn differentiable surrogates of non-differentiable metrics and post-tune models with them.")
+        description="Learn differentiable surrogates of non-differentiable metrics and post-tune models with them.",
+        epilog=_epilog(""), formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results, not progress")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="module or .py file that registers your own tasks/metrics (repeatable; exported to "
                              "Ray workers as SURROGATE_SEARCH_PLUGINS)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("tasks", help="list registered tasks").set_defaults(func=cmd_tasks)
-    sub.add_parser("metrics", help="list registered metrics").set_defaults(func=cmd_metrics)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, epilog=_epilog(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = sub.add_parser("pretrain", help="train a base model with the task's proxy loss until validation plateaus")
+    command("tasks", "list registered tasks").set_defaults(func=cmd_tasks)
+    command("metrics", "list registered metrics").set_defaults(func=cmd_metrics)
+    command("methods", "list registered post-tuning methods (losses) and the tasks each applies to"
+            ).set_defaults(func=cmd_methods)
+
+    p = command("pretrain", "train a base model with the task's proxy loss until validation plateaus")
     _add_task_arguments(p)
     p.add_argument("--out", required=True, help="output folder for model.pt and metrics.json")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation and data order")
@@ -237,14 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("posttune", help="post-tune a base model with one method (a learned surrogate or a baseline)")
+    p = command("posttune", "post-tune a base model with one method (a learned surrogate or a baseline)")
     _add_task_arguments(p)
     _add_posttune_arguments(p)
     p.add_argument("--method", default="deep_embedding", help=f"a registered method: {', '.join(list_methods())}")
     _add_tracking_arguments(p)
     p.set_defaults(func=cmd_posttune)
 
-    p = sub.add_parser("compare", help="learned surrogates vs proxy continuation vs AnyLoss, same budget, several seeds")
+    p = command("compare", "learned surrogates vs proxy continuation vs AnyLoss, same budget, several seeds")
     _add_task_arguments(p, required=False)
     _add_posttune_arguments(p)
     p.add_argument("--from-search", default=None, metavar="DIR_OR_FILE",
@@ -257,20 +359,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name of the comparison run; the same id again resumes into the same MLflow runs")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("report", help="the comparison table read back from MLflow (mean ± std over seeds, vs proxy)")
+    p = command("report", "the comparison table read back from MLflow (mean ± std over seeds, vs proxy)")
     p.add_argument("--experiment", required=True, help="MLflow experiment, e.g. imbalanced_tabular_breast_cancer")
     p.add_argument("--run-id", default=None, help="comparison (parent) run id (default: the latest finished one)")
     p.add_argument("--format", default="text", choices=["text", "markdown", "csv", "json"])
+    p.add_argument("--html", default=None, metavar="FILE",
+                   help="also write the table and the comparison's plots as one self-contained HTML file")
+    p.add_argument("--markdown", default=None, metavar="FILE",
+                   help="also write them as one Markdown file (plots inlined as data: URIs)")
     _add_tracking_arguments(p, recording=False)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("ui", help="start the MLflow UI for the local store on 127.0.0.1 and print its address")
+    p = command("ui", "start the MLflow UI for the local store on 127.0.0.1 and print its address")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--experiment", default=None, help="also print the address of this experiment's page")
     _add_tracking_arguments(p, recording=False)
     p.set_defaults(func=cmd_ui)
 
-    p = sub.add_parser("search", help="search post-tuning settings with Ray Tune + Optuna (local Ray, or a cluster)")
+    p = command("search", "search post-tuning settings with Ray Tune + Optuna (local Ray, or a cluster)")
     p.add_argument("space", help="search space YAML, e.g. search_spaces/tabular_f1_smoke.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the space file, e.g. budget.trials=4 or posttune.steps=20")
@@ -283,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
     _add_tracking_arguments(p)
     p.set_defaults(func=cmd_search)
+
+    p = command("dashboard", "serve optuna-dashboard for a search's Optuna study on 127.0.0.1 and print its address "
+                             "(optional extra: pip install -e '.[dashboard]')")
+    p.add_argument("search", metavar="SEARCH_DIR", help="a search's folder (runs/search/<space name>) or its optuna.db")
+    p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: any free one)")
+    p.set_defaults(func=cmd_dashboard)
     return parser
 
 
@@ -290,6 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from surrogate_search.checkpoint import CheckpointError
     from surrogate_search.plugins import add_plugins
+    from surrogate_search.progress import configure_logging
     from surrogate_search.registry import UnknownNameError
     from surrogate_search.search.space import SpaceError
     from surrogate_search.tracking.store import TrackingUnavailableError
@@ -300,8 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plugins.add_argument("--plugin", action="append", default=[])
         add_plugins(plugins.parse_known_args(argv)[0].plugin)
         args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                            stream=sys.stdout)
+        configure_logging(logging.WARNING if args.quiet else logging.INFO)
         return args.func(args)
     except (UnknownNameError, CheckpointError, SpaceError, ValueError, FileNotFoundError, FileExistsError, ImportError,
             TrackingUnavailableError) as exc:

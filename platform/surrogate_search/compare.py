@@ -19,6 +19,7 @@ from typing import Any
 from surrogate_search.checkpoint import BaseCheckpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import PostTuneResult, TunedThreshold, posttune, tune_threshold
+from surrogate_search.progress import Progress
 from surrogate_search.surrogates import list_methods, loss_class
 from surrogate_search.tasks import Task
 
@@ -184,11 +185,14 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
                    [task.metric_name] for name in ("train", "tune", "val")}
     runner = run or (lambda cfg, ckpt: posttune(cfg, ckpt, splits=splits))
     summaries, runs = [], []
+    progress = Progress(f"compare {task.name}", len(methods) * len(seeds), unit="run")
     for method in methods:
         results = []
         for seed in seeds:
             log.info("== %s, seed %d", method, seed)
             results.append(runner(base.replace(method=method, seed=seed), checkpoint))
+            progress.update(1, force=True, last=f"{method} seed {seed} test {task.metric_name} "
+                                                f"{results[-1].test[task.metric_name]:.4f}")
         runs.extend(results)
         tuned = [r.tuned for r in results if r.tuned is not None]
         summaries.append(MethodSummary(method, [r.test[task.metric_name] for r in results],
@@ -196,5 +200,6 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
                                        kept_base=sum(r.best_step == 0 for r in results),
                                        at_val_threshold=[t.test for t in tuned],
                                        thresholds=[t.threshold for t in tuned]))
+    progress.close()
     return Comparison(task.name, task.metric_name, task.metric.higher_is_better, base_test, base, summaries, runs,
                       base_splits=base_splits, base_tuned=base_tuned)

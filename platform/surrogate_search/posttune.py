@@ -23,6 +23,7 @@ from surrogate_search.checkpoint import BaseCheckpoint, load_checkpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.metrics import ConfusionMatrixMetric
+from surrogate_search.progress import Progress
 from surrogate_search.sampling import create_sampler
 from surrogate_search.surrogates import create_loss
 from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step
@@ -225,6 +226,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         state["warm"] = True
 
     model.train()
+    progress = Progress(f"{config.method} seed {config.seed}", config.steps, unit="step", initial=state["step"],
+                        rank=ctx.rank)
     while state["step"] < config.steps:
         step = state["step"] + 1
         if loss_fn.learned:
@@ -234,6 +237,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step))
         schedule.step()
         state["step"] = step
+        progress.reach(step)
 
         if step % config.eval_every == 0 or step == config.steps:
             row = evaluate(step, stats)
@@ -242,12 +246,14 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
                 state.update(best_value=value, best_step=step,
                              best_model={k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()})
             state["history"].append(row)
+            progress.reach(step, val=f"{task.metric_name} {value:.4f}", best=f"{state['best_value']:.4f}")
             log.info("%s seed %d step %d/%d  val %s %.4f  (best %.4f at %d)  loss %.4f  %.0fs", config.method, config.seed,
                      step, config.steps, task.metric_name, value, state["best_value"], state["best_step"],
                      stats["loss"], row["seconds"])
             if ctx.report is not None:
                 ctx.report({k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}, full_state)
 
+    progress.close()
     final_model = _unwrap(model)
     test_final = task.evaluate(final_model, splits.test, device=device)
     selected = copy.deepcopy(final_model)

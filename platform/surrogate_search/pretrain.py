@@ -15,6 +15,7 @@ import torch
 
 from surrogate_search.checkpoint import (BaseCheckpoint, CheckpointError, StaleCheckpointError, load_checkpoint,
                                         save_checkpoint)
+from surrogate_search.progress import Progress
 from surrogate_search.tasks import Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
 
@@ -60,6 +61,8 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
     best: tuple[float, float] | None = None
     best_state, best_epoch, kept_epoch, epoch = copy.deepcopy(model.state_dict()), 0, 0, 0
 
+    # The bar runs to max_epochs: an upper bound, since training stops earlier at a plateau.
+    progress = Progress(f"pretrain {task.name}", max_epochs, unit="epoch", upper_bound=True)
     for epoch in range(1, max_epochs + 1):
         model.train()
         loss_sum, seen = 0.0, 0
@@ -72,6 +75,7 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
             optimizer.step()
             loss_sum += loss.item() * len(batch)
             seen += len(batch)
+            progress.update(len(batch) / len(splits.train))
         val = task.evaluate(model, splits.val, device=dev)
         value = val[task.metric_name]
         scheduler.step(value)
@@ -85,12 +89,14 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
         log.info("epoch %3d  train %s %.4f  val %s %.4f  val %s %.4f  best %.4f (epoch %d)  lr %.1e  %.0fs",
                  epoch, "proxy_loss", loss_sum / max(seen, 1), "proxy_loss", val["proxy_loss"], task.metric_name,
                  value, best[0], kept_epoch, optimizer.param_groups[0]["lr"], time.perf_counter() - started)
+        progress.reach(epoch, val=f"{task.metric_name} {value:.4f}", best=f"{best[0]:.4f} (epoch {kept_epoch})")
         if epoch - best_epoch >= patience:
             log.info("validation %s has not improved for %d epochs: stopping at a plateau", task.metric_name, patience)
             break
     else:
         log.warning("stopped at max_epochs=%d while validation was still improving: the base model may be undertrained",
                     max_epochs)
+    progress.close()
 
     model.load_state_dict(best_state)
     val = task.evaluate(model, splits.val, device=dev)

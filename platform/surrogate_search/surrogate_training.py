@@ -28,6 +28,7 @@ from torch import nn
 from surrogate_search.cache import default_cache_dir
 from surrogate_search.checkpoint import BaseCheckpoint
 from surrogate_search.fidelity import FidelityProbe
+from surrogate_search.progress import Progress
 from surrogate_search.sampling import PairSampler, create_sampler
 from surrogate_search.surrogates import create_loss
 from surrogate_search.surrogates.base import PostTuneLoss
@@ -134,12 +135,16 @@ def _pretrain(loss_fn: PostTuneLoss, task: Task, model: nn.Module, splits: Split
     before = probe(loss_fn, model)
     stats: dict[str, float] = {}
     every = max(1, steps // 10)
+    # Shown by whichever process pretrains: the file lock lets one at a time, the others reuse its result.
+    progress = Progress(f"pretrain the {config.method} surrogate", steps, unit="update")
     for step in range(1, steps + 1):
         stats = surrogate_step(loss_fn, sampler, optimizer, model, config.surrogate.batch_size)
+        progress.reach(step, fit=f"{stats['surrogate/fit']:.4f}")
         if step % every == 0 or step == steps:
             log.info("pretraining the %s surrogate on the base model: %d/%d updates, fit %.4f, mae %.4f, %.0fs",
                      config.method, step, steps, stats["surrogate/fit"], stats["surrogate/mae"],
                      time.perf_counter() - started)
+    progress.close()
     after = probe(loss_fn, model)
     log.info("pretrained surrogate: Spearman on held-out local pairs with errors %.3f -> %.3f",
              before["fidelity/local_noisy_errors_spearman"], after["fidelity/local_noisy_errors_spearman"])

@@ -1,6 +1,8 @@
 """Ray Tune + Optuna searches, run for real on an in-process Ray with token authentication:
-resource planning, a smoke search, ASHA-stopped trials reaching Optuna as PRUNED, resume, and
-``compare --from-search``."""
+resource planning, a smoke search, ASHA-stopped trials reaching Optuna as PRUNED, resume,
+``compare --from-search``, and what a user sees of a search: its plots on the MLflow parent run,
+Optuna trials and MLflow runs naming each other, and optuna-dashboard in a real browser (here, to
+reuse the smoke searches; ``tests/search/test_dashboard.py`` has the rest of the dashboard)."""
 
 from __future__ import annotations
 
@@ -231,6 +233,80 @@ def test_inline_search_records_trials_like_ray_train_ones(searched_inline) -> No
     assert children["trial_0001"].data.tags["optuna_state"] == "PRUNED" and "error" not in children["trial_0001"].data.tags
     objective = client.get_metric_history(children["trial_0000"].info.run_id, "objective")
     assert [m.step for m in objective][:2] == [int(r["step"]) for r in rows if not r["final"]][:2]
+
+
+def test_search_plots_are_on_the_mlflow_parent_run(searched_inline) -> None:
+    from mlflow.tracking import MlflowClient
+
+    outcome, search_dir = searched_inline
+    client = MlflowClient(outcome.mlflow["tracking_uri"])
+    listed = {a.path: a.file_size for a in client.list_artifacts(outcome.mlflow["run_id"], "search_plots")}
+    print("search plots on the parent run:", sorted(listed))
+    assert sorted(listed) == [f"search_plots/{name}.png" for name in
+                              ("intermediate_values", "optimization_history", "parallel_coordinate",
+                               "param_importances", "timeline")]
+    assert all(size > 5000 for size in listed.values())  # pictures, not empty frames
+    folder = Path(client.download_artifacts(outcome.mlflow["run_id"], "search_plots/intermediate_values.png",
+                                            str(search_dir)))
+    assert folder.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("which", ["searched", "searched_inline"])
+def test_optuna_trials_and_mlflow_runs_name_each_other(which, request) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from surrogate_search.search.outcome import train_run_name
+
+    outcome, search_dir = request.getfixturevalue(which)
+    client = MlflowClient(tracking_uri(search_dir.parent))
+    runs = {r.data.tags["trial_key"]: r for r in client.search_runs(
+        [client.get_experiment_by_name("imbalanced_tabular_breast_cancer").experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{outcome.mlflow['run_id']}'")}
+    ran = [t for t in study_of(search_dir).get_trials() if t.state.name in ("COMPLETE", "PRUNED")]
+    assert {t.state.name for t in ran} == {"COMPLETE", "PRUNED"}
+    for trial in ran:
+        run = runs[train_run_name(trial)]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id  # Optuna -> MLflow
+        assert run.data.tags["optuna_trial"] == str(trial.number)  # MLflow -> Optuna
+
+
+@pytest.mark.slow
+def test_dashboard_shows_the_trials_of_a_finished_search_in_a_browser(searched_inline, open_page, tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    artifacts = REPO_ROOT / "tests" / "artifacts"  # screenshots, kept (ignored by git)
+    _, search_dir = searched_inline
+    trials = study_of(search_dir).get_trials()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    process = subprocess.Popen([sys.executable, "-m", "surrogate_search.cli", "dashboard", str(search_dir),
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                               start_new_session=True)
+    try:
+        lines = []
+        while not any("Ctrl-C" in line for line in lines):
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            assert line, "".join(lines)
+            lines.append(line)
+        address = lines[0].split()[2]
+        assert lines[0].startswith("Optuna dashboard: http://127.0.0.1:"), lines
+        study_line = next(line for line in lines if line.startswith("study tabular_f1_smoke "))
+        assert f"({len(trials)} trials): {address}/dashboard/studies/" in study_line
+        text = open_page(study_line.split()[-1] + "/trials", artifacts / "optuna_dashboard_trials.png")
+        assert f"{len(trials)} Trials" in text
+        for trial in trials:
+            assert f"Trial {trial.number} {trial.state.name.capitalize()}" in text
+        # The selected (first) trial shows its parameters and the MLflow run it was recorded in.
+        assert f"mlflow_run_id {trials[0].user_attrs['mlflow_run_id']}" in text and "surrogate.width" in text
+        assert (artifacts / "optuna_dashboard_trials.png").read_bytes()[:4] == b"\x89PNG"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
 
 @pytest.mark.slow

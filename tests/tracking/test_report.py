@@ -103,3 +103,56 @@ def test_a_task_without_a_threshold_reports_no_threshold_column() -> None:
     for fmt in ("text", "markdown", "csv"):
         assert "thr" not in edit_distance.render(fmt) and "threshold" not in edit_distance.render(fmt), fmt
     assert "threshold" not in edit_distance.render("json")
+
+
+def test_comparison_child_runs_log_the_metric_they_are_judged_by(smoke_comparison) -> None:
+    # What MLflow's compare views (parallel coordinates, box plots) can plot: the report's own numbers.
+    for child in smoke_comparison.children:
+        assert child.data.tags["test_metric"] == "test/f1" and "test/f1" in child.data.metrics
+
+
+def test_report_draws_a_bar_per_method(smoke_comparison, mlflow_server, capsys) -> None:
+    common = ["--experiment", smoke_comparison.experiment, "--tracking-uri", mlflow_server.uri]
+    rows = {row["method"]: row for row in csv.DictReader(io.StringIO(report(capsys, *common, "--format", "csv")))}
+    chart = report(capsys, *common).rstrip().split("\n\n")[-1].splitlines()
+    assert chart[0].startswith("test f1 (higher is better): █ to the mean, ▓─┤ ± one std over seeds; axis ")
+    bars = {}
+    for line in chart[1:]:
+        name = line[:22].strip()
+        bars[name] = line[23:63].count("█") + line[23:63].count("▓")  # cells up to the mean
+        if name in rows:
+            assert line.endswith(f"{float(rows[name]['mean']):.4f} ± {float(rows[name]['std']):.4f}")
+    assert list(bars) == ["base (no tuning)", "proxy", "deep_embedding"]
+    means = {name: float(row["mean"]) for name, row in rows.items()}
+    if means["proxy"] != means["deep_embedding"]:
+        higher = max(means, key=means.get)
+        assert bars[higher] >= bars[min(means, key=means.get)]
+
+
+def test_report_writes_html_and_markdown_files_with_the_plots(smoke_comparison, mlflow_server, tmp_path, capsys) -> None:
+    import base64
+    import re
+
+    out = report(capsys, "--experiment", smoke_comparison.experiment, "--tracking-uri", mlflow_server.uri,
+                 "--html", str(tmp_path / "r.html"), "--markdown", str(tmp_path / "shared" / "r.md"))
+    assert f"wrote {tmp_path / 'r.html'}" in out and f"wrote {tmp_path / 'shared' / 'r.md'}" in out
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    markdown = (tmp_path / "shared" / "r.md").read_text(encoding="utf-8")
+    assert "<td>proxy</td>" in page and "<td>deep_embedding</td>" in page and "<th>test f1 @0.5 (mean ± std)</th>" in page
+    assert markdown.startswith(f"# {smoke_comparison.experiment}: comparison smoke-compare\n")
+    assert "| proxy | " in markdown and "█ to the mean" in markdown
+    for text in (page, markdown):
+        images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+        assert len(images) == 2 and all(base64.b64decode(i)[:4] == b"\x89PNG" for i in images)
+        assert "comparison_bars.png" in text and "posttune_curves.png" in text
+        assert "http" not in text.replace(mlflow_server.uri, "")  # self-contained: nothing to fetch
+
+
+def test_the_html_file_has_the_threshold_columns_of_a_classification_report(smoke_comparison, mlflow_server,
+                                                                             tmp_path, capsys) -> None:
+    report(capsys, "--experiment", smoke_comparison.experiment, "--tracking-uri", mlflow_server.uri,
+           "--html", str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<th>test f1 @0.5 (mean ± std)</th>" in page and "<th>test f1 @val thr (mean ± std)</th>" in page
+    assert page.count("<tr>") == 1 + 3  # header, base, proxy, deep_embedding
+    assert all(row.count("<td>") == 8 for row in page.split("<tr>")[2:])

@@ -1,14 +1,12 @@
 """The MLflow UI shows the comparison: `surrogate-search ui`, and headless Chromium on the pages a
 user opens (the experiment's runs, and the compare view of the comparison's child runs).
 
-Screenshots are kept under tests/artifacts/ (ignored by git); their paths are printed."""
+Screenshots are kept under tests/artifacts/ (ignored by git; the browser is tests/conftest.py's
+``open_page``); their paths are printed."""
 
 from __future__ import annotations
 
-import html
 import os
-import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,57 +21,21 @@ import pytest
 from surrogate_search.tracking import finish_run, start_parent_run, start_run, trial_logger
 from surrogate_search.tracking.ui import compare_url
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-def chromium() -> str:
-    """The headless browser; installed with apt-get when missing, else the test is skipped with the reason."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    print("chromium not found: trying `apt-get install -y chromium`")
-    for command in (["apt-get", "install", "-y", "chromium"], ["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.SubprocessError) as exc:
-            done = None
-            reason = f"{' '.join(command)} could not run: {exc}"
-        if done is not None and done.returncode == 0 and shutil.which("chromium"):
-            return shutil.which("chromium")  # type: ignore[return-value]
-        if done is not None:
-            reason = f"{' '.join(command)} failed with code {done.returncode}: {done.stderr.strip()[-300:]}"
-    message = f"no headless Chromium for the browser test ({reason})"
-    print(message)
-    pytest.skip(message)
-
-
-def open_page(browser: str, url: str, screenshot: Path) -> str:
-    """Load ``url`` (a single-page app: let it run 20 s of virtual time), save a screenshot, return the
-    page's visible text."""
-    screenshot.parent.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900",
-                           "--virtual-time-budget=20000", f"--screenshot={screenshot}", "--dump-dom", url],
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    print(f"screenshot of {url}: {screenshot}")
-    dom = re.sub(r"<(script|style)\b.*?</\1>", " ", done.stdout, flags=re.S)
-    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"  # as tests/conftest.py's open_page keeps them
 
 
 @pytest.mark.slow
-def test_browser_shows_the_comparison_runs(smoke_comparison, mlflow_server) -> None:
-    browser = chromium()
+def test_browser_shows_the_comparison_runs(smoke_comparison, mlflow_server, open_page) -> None:
     children = smoke_comparison.children
     search = urllib.parse.quote("tags.search_id = 'smoke-compare'")
     experiment_page = f"{mlflow_server.uri}/#/experiments/{smoke_comparison.experiment_id}/runs?searchFilter={search}"
-    text = open_page(browser, experiment_page, ARTIFACTS / "mlflow_experiment_runs.png")
+    text = open_page(experiment_page, ARTIFACTS / "mlflow_experiment_runs.png")
     assert "imbalanced_tabular_breast_cancer" in text and "Training runs" in text
     assert "smoke-compare" in text  # the comparison's parent run, its children folded under it
     assert f"{len(children) + 1} matching runs" in text
     assert (ARTIFACTS / "mlflow_experiment_runs.png").read_bytes()[:4] == b"\x89PNG"
 
-    text = open_page(browser, compare_url(mlflow_server.uri, smoke_comparison.experiment_id,
-                                          [c.info.run_id for c in children]),
+    text = open_page(compare_url(mlflow_server.uri, smoke_comparison.experiment_id, [c.info.run_id for c in children]),
                      ARTIFACTS / "mlflow_compare_runs.png")
     assert f"Comparing {len(children)} Runs" in text
     for child in children:

@@ -28,6 +28,11 @@ BEST_CONFIG = "best_config.yaml"
 TRAIN_DIR = "train"
 RUN_KEY = "__train_run"
 """Config key through which the searcher tells a trial the name of its Ray Train run."""
+TRIAL_KEY = "__optuna_trial"
+"""Config key through which the searcher tells a trial its Optuna trial number."""
+MLFLOW_RUN_KEY = "mlflow_run_id"
+"""Report key through which a tracked trial tells the searcher its MLflow run id, and the name of
+the Optuna user attribute that keeps it (the trial's MLflow run carries the tag ``optuna_trial``)."""
 FINAL_KEY = "final"
 """1.0 in the last row a post-tuning run reports; a trial whose last row lacks it was stopped early."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from surrogate_search.search.outcome import FINAL_KEY, RUN_KEY, STUDY_DB, train_run_name
+from surrogate_search.search.outcome import FINAL_KEY, MLFLOW_RUN_KEY, RUN_KEY, STUDY_DB, TRIAL_KEY, train_run_name
 from surrogate_search.search.space import SearchSpec
 
 
@@ -37,8 +37,10 @@ def searcher_class() -> type:
 
     class PrunedAwareOptunaSearch(OptunaSearch):
         """OptunaSearch that (1) names each trial's Ray Train run after its Optuna trial (kept when the
-        trial is re-queued on resume) and (2) tells Optuna PRUNED for trials stopped by the scheduler:
-        stock OptunaSearch tells COMPLETE with the last, early value, which misleads TPE."""
+        trial is re-queued on resume) and tells the trial its Optuna number, (2) keeps the MLflow run id
+        that a tracked trial reports as the Optuna user attribute ``mlflow_run_id``, and (3) tells
+        Optuna PRUNED for trials stopped by the scheduler: stock OptunaSearch tells COMPLETE with the
+        last, early value, which misleads TPE."""
 
         def suggest(self, trial_id: str) -> dict | None:
             params = super().suggest(trial_id)
@@ -47,9 +49,22 @@ def searcher_class() -> type:
             ot_trial = self._ot_trials[trial_id]
             run = train_run_name(ot_trial)
             ot_trial.set_user_attr("train_run", run)
-            return {**params, RUN_KEY: run}
+            return {**params, RUN_KEY: run, TRIAL_KEY: ot_trial.number}
+
+        def _remember_mlflow_run(self, trial_id: str, result: dict | None) -> None:
+            # Only while the trial runs: Optuna refuses user attributes on a finished trial.
+            run_id = (result or {}).get(MLFLOW_RUN_KEY)
+            ot_trial = self._ot_trials.get(trial_id)
+            if run_id and ot_trial is not None and trial_id not in self._completed_trials \
+                    and ot_trial.user_attrs.get(MLFLOW_RUN_KEY) != run_id:
+                ot_trial.set_user_attr(MLFLOW_RUN_KEY, str(run_id))
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            self._remember_mlflow_run(trial_id, result)
+            super().on_trial_result(trial_id, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            self._remember_mlflow_run(trial_id, result)
             stopped_early = (not error and result is not None and trial_id in self._ot_trials
                              and trial_id not in self._completed_trials and not result.get(FINAL_KEY))
             if not stopped_early:

@@ -9,7 +9,11 @@ store inside each trial's directory. Here instead:
   so a restarted trial continues its run instead of starting a second one;
 * the tracking URI is resolved to an absolute one on the driver before Tune moves directories;
 * metrics come from Ray Train's controller (:class:`ReportToMlflow`), which sees rank 0's reports
-  only, so a trial with N workers is one run.
+  only, so a trial with N workers is one run;
+* one leads to the other: each trial's run carries the tag ``optuna_trial`` (its Optuna trial
+  number), each Optuna trial the user attribute ``mlflow_run_id``;
+* the parent run holds pictures of the search (``search_plots/*.png``, see :mod:`.plots`), redrawn
+  by :class:`RefreshSearchPlots` as trials end and by :meth:`SearchTracking.finish` at the end.
 
 Example (what :func:`surrogate_search.search.tune.run_search` does with ``tracking_uri=...``)::
 
@@ -22,6 +26,9 @@ Example (what :func:`surrogate_search.search.tune.run_search` does with ``tracki
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,15 +36,20 @@ from pathlib import Path
 from typing import Any
 
 from ray.train import UserCallback
+from ray.tune import Callback
 
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.search.outcome import BEST_CONFIG, SearchOutcome, train_run_name
+from surrogate_search.search.plots import PLOT_FOLDER, close_figures, search_figures
 from surrogate_search.tracking.recorder import method_tags, task_experiment_name
 from surrogate_search.tracking.runs import PARENT_TAG, TRIAL_TAG, TrialLogger, finish_run, start_search_run, trial_logger
 from surrogate_search.tracking.store import client
 
 
+log = logging.getLogger(__name__)
+
 SEARCH_ID_FILE = "mlflow_search_id"
+OPTUNA_TRIAL_TAG = "optuna_trial"
 
 
 def search_key(search_dir: Path) -> str:
@@ -93,13 +105,33 @@ class SearchTracking:
         return cls(tracking_uri, parent, experiment, spec.metric, task_tags)
 
     @contextlib.contextmanager
-    def trial(self, run_name: str, config: PostTuneConfig) -> Iterator[tuple[TrialLogger, ReportToMlflow]]:
+    def trial(self, run_name: str, config: PostTuneConfig,
+              optuna_trial: int | None = None) -> Iterator[tuple[TrialLogger, ReportToMlflow]]:
         """The child run of one trial, FINISHED when the block returns, FAILED with the error when
-        it raises; plus the Ray Train callback that fills it."""
+        it raises; plus the Ray Train callback that fills it. ``optuna_trial`` becomes its tag
+        ``optuna_trial`` (a re-queued trial's run then names the trial that runs it now)."""
         tags = {**self.task_tags, **method_tags(config)}
         with trial_logger(self.parent_run_id, run_name, config.params(), tags, tracking_uri=self.tracking_uri,
                           run_name=run_name) as run:
+            if optuna_trial is not None:
+                run.set_tags({OPTUNA_TRIAL_TAG: optuna_trial})
             yield run, ReportToMlflow(run, self.objective)
+
+    def log_plots(self, study: Any) -> list[str]:
+        """Draw the search's plots from ``study`` onto the parent run (``search_plots/<name>.png``,
+        replacing the previous drawing); returns their artifact paths."""
+        figures = search_figures(study)
+        parent = TrialLogger(self.tracking_uri, self.parent_run_id)
+        try:
+            for name, figure in figures.items():
+                parent.log_figure(figure, f"{PLOT_FOLDER}/{name}.png")
+        finally:
+            close_figures(figures)
+        return [f"{PLOT_FOLDER}/{name}.png" for name in figures]
+
+    def plot_refresher(self, study_name: str, storage_url: str, min_interval_s: float = 30.0) -> RefreshSearchPlots:
+        """The Tune callback that redraws the plots as trials end (see :class:`RefreshSearchPlots`)."""
+        return RefreshSearchPlots(self, study_name, storage_url, min_interval_s)
 
     def finish(self, study: Any, outcome: SearchOutcome) -> None:
         """Tag every child with its Optuna state (a PRUNED trial's run is KILLED: ASHA ended it),
@@ -113,6 +145,7 @@ class SearchTracking:
             if run is None:
                 continue
             mlflow_client.set_tag(run.info.run_id, "optuna_state", trial.state.name)
+            mlflow_client.set_tag(run.info.run_id, OPTUNA_TRIAL_TAG, str(trial.number))
             if trial.state.name == "PRUNED" and run.info.status == "RUNNING":
                 mlflow_client.set_terminated(run.info.run_id, status="KILLED")
         best = runs.get(outcome.best_run)
@@ -121,4 +154,39 @@ class SearchTracking:
             parent.log({"best_objective": outcome.best_value}, step=0)
             parent.set_tags({"best_trial_run_id": best.info.run_id, "best_trial": outcome.best_run})
             mlflow_client.log_artifact(self.parent_run_id, str(outcome.search_dir / BEST_CONFIG))
+        drawn = self.log_plots(study)
+        log.info("search plots on MLflow run %s: %s", self.parent_run_id, ", ".join(drawn) or "none yet")
         finish_run(self.parent_run_id, tracking_uri=self.tracking_uri)
+
+
+class RefreshSearchPlots(Callback):
+    """A Ray Tune callback, run on the driver: when a trial ends (complete, stopped by ASHA or
+    failed), redraw the search's plots on its MLflow parent run, at most every ``min_interval_s``
+    seconds (drawing them costs the driver about a second). Picklable (strings), as Tune needs.
+    A drawing that fails is logged and never stops the search."""
+
+    def __init__(self, tracking: SearchTracking, study_name: str, storage_url: str, min_interval_s: float = 30.0) -> None:
+        self.tracking = tracking
+        self.study_name = study_name
+        self.storage_url = storage_url
+        self.min_interval_s = min_interval_s
+        self._last = -math.inf
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.refresh()
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.refresh()
+
+    def refresh(self) -> list[str]:
+        if time.monotonic() - self._last < self.min_interval_s:
+            return []
+        import optuna
+
+        try:
+            return self.tracking.log_plots(optuna.load_study(study_name=self.study_name, storage=self.storage_url))
+        except Exception as exc:  # a picture is never worth a search
+            log.warning("search plots not redrawn on MLflow run %s: %s", self.tracking.parent_run_id, exc)
+            return []
+        finally:
+            self._last = time.monotonic()

@@ -85,9 +85,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     last_state: list[Any] = []
 
+    extra = dict(loop_config.get("report_extra") or {})
+
     def report(metrics: dict[str, float], state_fn: Any) -> None:
         last_state[:] = [state_fn]
-        row = progress_row(metrics, config, nodes=len(nodes), workers=world_size)
+        row = {**progress_row(metrics, config, nodes=len(nodes), workers=world_size), **extra}
         # Every rank reports (ray.train.report is a barrier); only rank 0 writes the checkpoint,
         # since the replicas are identical after DDP's and the surrogate's gradient averaging.
         if rank == 0:
@@ -102,7 +104,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                             prepare_model=ray.train.torch.prepare_model if world_size > 1 else (lambda m: m),
                             report=report, resume_state=resume_state)
     result = posttune(config, checkpoint, cache_dir=loop_config.get("cache_dir"), context=context)
-    final = final_row(result, nodes=len(nodes), workers=world_size)
+    final = {**final_row(result, nodes=len(nodes), workers=world_size), **extra}
     # The final row carries a checkpoint too (the finished loop's state), so that Ray Train's
     # ``Result.metrics`` -- the metrics of the latest checkpoint -- are the final ones, and a
     # restart after this point finishes at once instead of repeating the run.
@@ -150,12 +152,14 @@ def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str, storage_path: str | Path,
-                 plan: TrainPlan | None = None, cache_dir: str | None = None, callbacks: list[Any] | None = None) -> Any:
+                 plan: TrainPlan | None = None, cache_dir: str | None = None, callbacks: list[Any] | None = None,
+                 report_extra: dict[str, Any] | None = None) -> Any:
     """Run one post-tuning as a ``TorchTrainer`` and return Ray Train's ``Result``.
 
     ``name`` + ``storage_path`` identify the run: calling this again with the same pair resumes
     from the run's latest checkpoint. The metrics of every evaluation are in
-    ``<storage_path>/<name>/metrics.jsonl``.
+    ``<storage_path>/<name>/metrics.jsonl``. ``report_extra`` joins every report (a tracked
+    trial's MLflow run id, for the searcher).
 
     Example: ``run_posttune(cfg, ckpt, name="trial_0001", storage_path="runs/search", plan=TrainPlan(num_workers=2))``
     """
@@ -169,7 +173,7 @@ def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: st
                            checkpoint_config=CheckpointConfig(num_to_keep=2),
                            callbacks=[MetricsLog(Path(storage_path) / name / METRICS_LOG), *(callbacks or [])])
     loop_config = {"config": config, "checkpoint": checkpoint, "cache_dir": cache_dir,
-                   "threads_per_worker": max(1, int(plan.cpus_per_worker))}
+                   "threads_per_worker": max(1, int(plan.cpus_per_worker)), "report_extra": dict(report_extra or {})}
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
                            scaling_config=plan.scaling_config(),
                            # gloo for CPU workers, NCCL when each worker has a GPU
@@ -179,13 +183,15 @@ def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: st
 
 
 def run_inline(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str, storage_path: str | Path,
-               cache_dir: str | None = None, callbacks: list[Any] | None = None) -> Any:
+               cache_dir: str | None = None, callbacks: list[Any] | None = None,
+               report_extra: dict[str, Any] | None = None) -> Any:
     """Run one post-tuning in this process, from inside a Ray Tune trial, as one worker.
 
     Reports go to Tune (``tune.report``, each evaluation with a Tune checkpoint of the loop's
     state: Tune's ``FailureConfig`` restarts a failed trial from it), to
     ``<storage_path>/<name>/metrics.jsonl`` and to ``callbacks`` (Ray Train ``UserCallback`` objects,
-    called as the Train controller would). Returns the :class:`~surrogate_search.posttune.PostTuneResult`.
+    called as the Train controller would); ``report_extra`` joins every report. Returns the
+    :class:`~surrogate_search.posttune.PostTuneResult`.
     """
     from ray import tune
 
@@ -210,10 +216,12 @@ def run_inline(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str,
                 torch.save(state, Path(folder) / STATE_FILE)
                 tune.report(row, checkpoint=tune.Checkpoint.from_directory(folder))
 
+    extra = dict(report_extra or {})
+
     def report(metrics: dict[str, float], state_fn: Any) -> None:
-        send(progress_row(metrics, config, nodes=1, workers=1), state_fn())
+        send({**progress_row(metrics, config, nodes=1, workers=1), **extra}, state_fn())
 
     result = posttune(config, checkpoint, cache_dir=cache_dir,
                       context=WorkerContext(report=report, resume_state=resume_state))
-    send(final_row(result, nodes=1, workers=1), None)
+    send({**final_row(result, nodes=1, workers=1), **extra}, None)
     return result

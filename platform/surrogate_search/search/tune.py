@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from surrogate_search.search.outcome import RUN_KEY, STUDY_DB, TRAIN_DIR, SearchOutcome, summarize
+from surrogate_search.search.outcome import MLFLOW_RUN_KEY, RUN_KEY, STUDY_DB, TRAIN_DIR, TRIAL_KEY, SearchOutcome, summarize
 from surrogate_search.search.resources import ResourcePlan, plan_resources, trial_resources
 from surrogate_search.search.space import SearchSpec
 from surrogate_search.search.study import open_study, requeue_interrupted, searcher_class
@@ -47,25 +47,27 @@ def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any
     every evaluation also goes to the trial's MLflow run."""
     from surrogate_search.search.train import TrainPlan, run_inline, run_posttune
 
-    sampled = {k: v for k, v in config.items() if k != RUN_KEY}
+    sampled = {k: v for k, v in config.items() if k not in (RUN_KEY, TRIAL_KEY)}
     run = config[RUN_KEY]
     b = spec.budget
     post_config = spec.trial_config(sampled)
     with contextlib.ExitStack() as stack:
         callbacks = []
+        extra: dict[str, Any] = {}
         if tracking is not None:
-            _, to_mlflow = stack.enter_context(tracking.trial(run, post_config))
+            mlflow_run, to_mlflow = stack.enter_context(tracking.trial(run, post_config, optuna_trial=config.get(TRIAL_KEY)))
             callbacks.append(to_mlflow)
+            extra[MLFLOW_RUN_KEY] = mlflow_run.run_id  # the searcher keeps it on the Optuna trial
         if b.trial_runner == "inline":
             run_inline(post_config, checkpoint, name=run, storage_path=train_dir, cache_dir=cache_dir,
-                       callbacks=callbacks)
+                       callbacks=callbacks, report_extra=extra)
             return
         from ray.tune.integration.ray_train import TuneReportCallback
 
         plan = TrainPlan(num_workers=b.workers_per_trial, cpus_per_worker=b.cpus_per_worker,
                          gpus_per_worker=b.gpus_per_worker, placement=b.placement, max_failures=b.max_failures)
         run_posttune(post_config, checkpoint, name=run, storage_path=train_dir, plan=plan,
-                     cache_dir=cache_dir, callbacks=[TuneReportCallback(), *callbacks])
+                     cache_dir=cache_dir, callbacks=[TuneReportCallback(), *callbacks], report_extra=extra)
 
 
 def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume: bool = False,
@@ -182,6 +184,8 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
     trainable = tune.with_parameters(trial_trainable, spec=spec, checkpoint=checkpoint,
                                      train_dir=str(search_dir / TRAIN_DIR), cache_dir=cache_dir,
                                      tracking=tracking)
+    # With tracking, the search's plots on its MLflow parent run are redrawn as trials end.
+    callbacks = [tracking.plot_refresher(spec.name, rdb.url)] if tracking is not None else []
     tuner = tune.Tuner(
         tune.with_resources(trainable, trial_resources(spec.budget)),
         tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, num_samples=samples, scheduler=scheduler,
@@ -192,6 +196,7 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
                                     # tries to reuse its process (2 s), and Tune then fails the next trial.
                                     reuse_actors=spec.budget.trial_runner == "inline"),
         run_config=tune.RunConfig(name=f"tune_{restarts}", storage_path=str(search_dir), verbose=verbose,
+                                  callbacks=callbacks,
                                   # a trial whose Train run fails for good is retried once; its Train
                                   # run (same name) resumes from its last checkpoint; an inline
                                   # trial resumes from its last Tune checkpoint

@@ -65,7 +65,8 @@ class Report:
     def render(self, fmt: str = "text") -> str:
         if fmt not in FORMATS:
             raise ValueError(f"report format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        return getattr(self, f"_{fmt}")()
+        text = getattr(self, f"_{fmt}")()
+        return f"{text}\n\n{self.chart()}" if fmt == "text" and self.rows else text
 
     def _change(self, row: ReportRow) -> str:
         return change_text(row.method, row.vs_proxy_pct)
@@ -128,6 +129,31 @@ class Report:
         for r in self.rows:
             writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in asdict(r).items()})
         return out.getvalue().rstrip("\n")
+
+    def chart(self, width: int = 40) -> str:
+        """A bar per method in the terminal: solid to the mean, ``▓─┤`` spanning one standard
+        deviation either side of it; the axis starts near the smallest value, not at 0, since
+        the differences between methods are small."""
+        rows = [(r.method, r.mean, r.std) for r in self.rows]
+        if self.base_test is not None:
+            rows.insert(0, ("base (no tuning)", self.base_test, 0.0))
+        lows = [m - s for _, m, s in rows]
+        highs = [m + s for _, m, s in rows]
+        span = (max(highs) - min(lows)) or abs(max(highs)) or 1.0
+        lo, hi = min(lows) - 0.1 * span, max(highs) + 0.05 * span
+
+        def cell(value: float) -> int:
+            return max(0, min(width, round((value - lo) / (hi - lo) * width)))
+
+        direction = "higher is better" if self.higher_is_better else "lower is better"
+        lines = [f"test {self.metric} ({direction}): █ to the mean, ▓─┤ ± one std over seeds; "
+                 f"axis {lo:.4f} .. {hi:.4f}"]
+        for name, mean, std in rows:
+            a, m, b = cell(mean - std), cell(mean), cell(mean + std)
+            bar = "█" * a + "▓" * (m - a) + "─" * max(b - m - 1, 0) + ("┤" if b > m else "")
+            value = f"{mean:.4f}" if name == "base (no tuning)" else f"{mean:.4f} ± {std:.4f}"
+            lines.append(f"{name:22s} {bar:<{width}s} {value}")
+        return "\n".join(lines)
 
     def _json(self) -> str:
         data = asdict(self)
