@@ -88,7 +88,7 @@ def test_loss_example_works_in_posttune_compare_search_and_mlflow(tmp_path: Path
     comp = cli(*plugin, "compare", "--task", "imbalanced_tabular", "--checkpoint", "base", "--seeds", "1",
                *small, "--no-track", cwd=tmp_path)
     assert comp.returncode == 0, comp.stderr
-    table = comp.stdout[comp.stdout.index("base (no tuning)"):]
+    table = comp.stdout[comp.stdout.index("base (no tuning)"):comp.stdout.index("@val thr:")]  # rows, not the note
     methods = [line.split()[0] for line in table.splitlines()[1:] if " ± " in line]
     assert methods == ["proxy", "weighted_proxy", "anyloss", "deep_embedding", "relational", "huber_embedding"]
 
