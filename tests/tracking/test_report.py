@@ -156,3 +156,13 @@ def test_the_html_file_has_the_threshold_columns_of_a_classification_report(smok
     assert "<th>test f1 @0.5 (mean ± std)</th>" in page and "<th>test f1 @val thr (mean ± std)</th>" in page
     assert page.count("<tr>") == 1 + 3  # header, base, proxy, deep_embedding
     assert all(row.count("<td>") == 8 for row in page.split("<tr>")[2:])
+
+
+def test_chart_of_methods_that_all_tie_draws_equal_bars() -> None:
+    from surrogate_search.tracking.report import Report, ReportRow
+
+    tie = 0.2  # its mean over 3 seeds is 0.2 + 2.8e-17
+    rows = [ReportRow(method, sum([tie] * 3) / 3, 0.0, 0.0, 3) for method in ("proxy", "anyloss")]  # mean of equal values
+    chart = Report("e", "r", "c", "f1", True, tie, rows, 0).chart().splitlines()
+    bars = [line[23:63] for line in chart[1:]]
+    assert len(set(bars)) == 1 and bars[0].strip() != ""  # base and both methods: one full, equal bar

@@ -139,7 +139,9 @@ class Report:
             rows.insert(0, ("base (no tuning)", self.base_test, 0.0))
         lows = [m - s for _, m, s in rows]
         highs = [m + s for _, m, s in rows]
-        span = (max(highs) - min(lows)) or abs(max(highs)) or 1.0
+        span = max(highs) - min(lows)
+        if span <= 1e-9 * max(1.0, abs(max(highs))):  # all equal (up to rounding in the means)
+            span = abs(max(highs)) or 1.0
         lo, hi = min(lows) - 0.1 * span, max(highs) + 0.05 * span
 
         def cell(value: float) -> int:
