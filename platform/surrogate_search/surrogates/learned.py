@@ -15,6 +15,7 @@ import torch
 from surrogate_search.sampling import Pairs
 from surrogate_search.surrogates.base import PostTuneLoss, check_finite
 from surrogate_search.surrogates.encoders import ENCODERS, set_encoders
+from surrogate_search.surrogates.options import SurrogateConfig
 from surrogate_search.tasks import Split, Task
 
 
@@ -81,8 +82,12 @@ class LearnedSurrogateLoss(PostTuneLoss):
         if not task.set_level and reads_sets:
             raise ValueError(f"surrogate.encoder {cfg.encoder!r} is for set-level metrics; task {task.name!r} scores "
                              f"each sample: use one of {[n for n in ENCODERS.in_order() if n not in set_encoders()]}")
+        self.surrogate = self.build_surrogate(task, cfg)
+
+    def build_surrogate(self, task: Task, cfg: SurrogateConfig) -> torch.nn.Module:
+        """The network ``e_hat(z, y)``: LS-ED's embedding distance unless a loss reads otherwise."""
         frames, classes = task.surrogate_shape
-        self.surrogate = EmbeddingSurrogate(ENCODERS.create(cfg.encoder, num_classes=classes, frames=frames, cfg=cfg))
+        return EmbeddingSurrogate(ENCODERS.create(cfg.encoder, num_classes=classes, frames=frames, cfg=cfg))
 
     @classmethod
     def supports(cls, task: Task) -> bool:

@@ -54,7 +54,6 @@ class TrueClassSurrogate(nn.Module):
         super().__init__()
         self.task = task
         if task.set_level:
-            self.net: nn.Module = nn.Sequential()
             self.sets = DeepSetsEncoder(cfg)
             self.head = nn.Linear(cfg.embedding, 1)
         else:
@@ -83,13 +82,13 @@ class Relational(LearnedSurrogateLoss):
     Options = RelationalOptions
     objective = "rank"
 
-    def __init__(self, task: Task, config) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(task, config)
+    def build_surrogate(self, task: Task, cfg: SurrogateConfig) -> nn.Module:
         if self.options.input == "true_class" and not has_true_class(task):
             raise ValueError(f"relational.input 'true_class' needs class probabilities; task {task.name!r} predicts "
                              f"none: use 'embedding' or 'auto'")
         if self.options.input != "embedding" and has_true_class(task):
-            self.surrogate = TrueClassSurrogate(task, config.surrogate)
+            return TrueClassSurrogate(task, cfg)
+        return super().build_surrogate(task, cfg)
 
     @property
     def penalty_weight(self) -> float:
