@@ -25,14 +25,41 @@ def test_posttune_reports_every_evaluation_and_selects_on_validation(tabular_che
     result = posttune(tabular_config(method=method), tabular_checkpoint, context=ctx)
     assert [m["step"] for m, _ in reports] == [4.0, 8.0, 12.0]
     assert reports[-1][1]["step"] == 12
-    vals = [result.base_val["f1"], *(m["val/f1"] for m, _ in reports)]  # the base is a candidate too
-    assert result.best_step in (0, 4, 8, 12)
-    assert result.val["f1"] == pytest.approx(max(vals))
+    # F1 is judged at the threshold chosen on val, so the selection compares val F1 there too
+    # (selection=auto); the base is a candidate as well.
+    vals = [result.base_val["f1_best_threshold"], *(m["val/f1_best_threshold"] for m, _ in reports)]
     assert result.best_step == [0, 4, 8, 12][vals.index(max(vals))]
+    assert result.tuned.val == pytest.approx(max(vals))
+    assert all(m["val/f1_best_threshold"] >= m["val/f1"] for m, _ in reports)  # 0.5 is one candidate
     assert 0.0 <= result.test["f1"] <= 1.0 and "f1" in result.test_final
     assert result.history[0]["step"] == 0.0  # the base model, before any update
     if method == "deep_embedding":
         assert "fidelity/global_spearman" in reports[-1][0] and "surrogate/fit" in reports[-1][0]
+
+
+@pytest.mark.parametrize("selection, selected", [("auto", 12), ("best_threshold", 12), ("metric", 0)])
+def test_selection_compares_what_the_setting_names(tabular_checkpoint, monkeypatch, selection, selected) -> None:
+    # Val F1 at its best threshold made to rise at every evaluation, while F1 at 0.5 does not:
+    # a selection at the threshold picks the last step, one at 0.5 never does.
+    from surrogate_search.metrics import ConfusionMatrixMetric
+
+    calls = iter(range(1, 100))
+    monkeypatch.setattr(ConfusionMatrixMetric, "best_threshold", lambda self, p, y: (0.5, next(calls) / 100))
+    result = posttune(tabular_config(method="proxy", lr=1e-3, selection=selection), tabular_checkpoint)
+    assert [row["val/f1_best_threshold"] for row in result.history] == [0.01, 0.02, 0.03, 0.04]
+    assert result.best_step == selected
+    if selection == "metric":
+        at_half = [row["val/f1"] for row in result.history]
+        assert result.val["f1"] == pytest.approx(max(at_half)) and at_half[-1] < max(at_half)
+
+
+def test_selection_at_a_threshold_needs_a_thresholded_metric(text_checkpoint) -> None:
+    from surrogate_search.tasks import get_task
+
+    with pytest.raises(ValueError, match="selection='best_threshold'.*synthetic_text is judged by edit_distance"):
+        PostTuneConfig.for_task(get_task("synthetic_text"), {"selection": "best_threshold"})
+    with pytest.raises(ValueError, match="selection must be one of auto, metric, best_threshold, got 'val'"):
+        PostTuneConfig.for_task(get_task("synthetic_text"), {"selection": "val"})
 
 
 def test_resume_from_a_saved_state_finishes_like_an_uninterrupted_run(tabular_checkpoint) -> None:

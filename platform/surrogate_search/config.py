@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 from surrogate_search.sampling import SamplingConfig
 from surrogate_search.surrogates import LEARNED_SECTIONS, LOSSES, loss_class
 from surrogate_search.surrogates.options import SurrogateConfig
+from surrogate_search.surrogates.proxy import judged_by_confusion_matrix
 from surrogate_search.utils import check_range, flatten
 
 if TYPE_CHECKING:
     from surrogate_search.tasks import Task
 
 LR_SCHEDULES = ("constant", "cosine")
+SELECTIONS = ("auto", "metric", "best_threshold")
 MOVED = {
     "proxy_weight": "surrogate.proxy_weight",
     "surrogate.rank_temperature": "relational.rank_temperature",
@@ -65,6 +67,12 @@ class PostTuneConfig:
     """Step size over the model updates: ``constant``, or ``cosine`` (from ``lr`` down to 0 at
     the last step: small late steps for a model that is already near a good optimum)."""
     eval_every: int = 50
+    selection: str = "auto"
+    """What the best-validation selection compares (the base model is always a candidate):
+    ``metric``, the task's metric on val as the model outputs it; ``best_threshold``, for tasks
+    judged by a confusion-matrix metric (F1), the metric on val at the decision threshold that is
+    best on val, since the reported figure is test at that threshold; ``auto``, ``best_threshold``
+    where the task has a threshold, else ``metric``."""
     data: str = "tune"
     """Where the model is updated (and a learned surrogate draws the model's own predictions):
     ``tune``, the part of the data the base model never trained on, where it still makes errors;
@@ -83,7 +91,11 @@ class PostTuneConfig:
     def for_task(cls, task: Task, overrides: Mapping[str, Any] | None = None) -> PostTuneConfig:
         """The task's defaults (:meth:`Task.posttune_defaults`), then ``overrides`` (dotted keys
         such as ``surrogate.width``, or nested sections), validated."""
-        return cls.from_dotted({**task.posttune_defaults(), **flatten(overrides or {})}).validate()
+        config = cls.from_dotted({**task.posttune_defaults(), **flatten(overrides or {})}).validate()
+        if config.selection == "best_threshold" and not judged_by_confusion_matrix(task):
+            raise ValueError(f"post-tuning config: selection='best_threshold' needs a task judged by a "
+                             f"confusion-matrix metric; {task.name} is judged by {task.metric_name}")
+        return config
 
     @classmethod
     def from_dotted(cls, values: Mapping[str, Any]) -> PostTuneConfig:
@@ -130,6 +142,9 @@ class PostTuneConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"post-tuning config: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
                              f"got {self.lr_schedule!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"post-tuning config: selection must be one of {', '.join(SELECTIONS)}, "
+                             f"got {self.selection!r}")
         for section in (self.surrogate, self.sampling, *self.options.values()):
             if hasattr(section, "validate"):
                 section.validate()

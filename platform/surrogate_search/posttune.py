@@ -64,6 +64,12 @@ class TunedThreshold:
     """The metric on test at ``threshold``: what a comparison reports beside the fixed-threshold one."""
 
 
+def selection_key(task: Task, config: PostTuneConfig) -> str:
+    """The validation row key the best-validation selection compares (``config.selection``)."""
+    by_threshold = config.selection == "best_threshold" or (config.selection == "auto" and judged_by_confusion_matrix(task))
+    return f"val/{task.metric_name}_best_threshold" if by_threshold else f"val/{task.metric_name}"
+
+
 def tune_threshold(task: Task, model: nn.Module, splits: Splits, *,
                    device: torch.device | str = "cpu") -> TunedThreshold | None:
     """Choose ``model``'s decision threshold on ``splits.val`` and score test at it; None when the
@@ -159,6 +165,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     probe = FidelityProbe(task, splits.val, config.sampling, config.batch_size, device=device) if loss_fn.learned else None
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
     higher = task.metric.higher_is_better
+    selected_by = selection_key(task, config)
 
     state: dict[str, Any] = {"step": 0, "best_value": None, "best_step": 0, "best_model": None, "history": [],
                              "base_val": None, "warm": False}
@@ -195,6 +202,9 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     def evaluate(step: int, extra: dict[str, float]) -> dict[str, float]:
         val = task.evaluate(_unwrap(model), splits.val, device=device)
         row = {"step": float(step), **{f"val/{k}": v for k, v in val.items()}, **extra}
+        if isinstance(task.metric, ConfusionMatrixMetric):
+            scores = task.predict_split(_unwrap(model), splits.val, device=device).numpy()
+            row[f"val/{task.metric_name}_best_threshold"] = task.metric.best_threshold(scores, splits.val.labels)[1]
         if probe is not None:
             row.update(probe(loss_fn, _unwrap(model)))
         row["seconds"] = time.perf_counter() - started
@@ -206,10 +216,9 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         state["history"].append(base)
         # The base itself is the first candidate of the best-validation selection: a run never
         # hands back a model worse on validation than the one it started from ("kept the base").
-        state.update(best_value=state["base_val"][task.metric_name], best_step=0,
+        state.update(best_value=base[selected_by], best_step=0,
                      best_model={k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()})
-        log.info("%s seed %d: base val %s %.4f", config.method, config.seed, task.metric_name,
-                 state["base_val"][task.metric_name])
+        log.info("%s seed %d: base val %s %.4f", config.method, config.seed, selected_by[4:], base[selected_by])
 
     stats: dict[str, float] = {}
     pretraining: dict[str, Any] = {}
@@ -241,14 +250,14 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
 
         if step % config.eval_every == 0 or step == config.steps:
             row = evaluate(step, stats)
-            value = row[f"val/{task.metric_name}"]
+            value = row[selected_by]
             if is_better(value, state["best_value"], higher):
                 state.update(best_value=value, best_step=step,
                              best_model={k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()})
             state["history"].append(row)
-            progress.reach(step, val=f"{task.metric_name} {value:.4f}", best=f"{state['best_value']:.4f}")
+            progress.reach(step, val=f"{selected_by[4:]} {value:.4f}", best=f"{state['best_value']:.4f}")
             log.info("%s seed %d step %d/%d  val %s %.4f  (best %.4f at %d)  loss %.4f  %.0fs", config.method, config.seed,
-                     step, config.steps, task.metric_name, value, state["best_value"], state["best_step"],
+                     step, config.steps, selected_by[4:], value, state["best_value"], state["best_step"],
                      stats["loss"], row["seconds"])
             if ctx.report is not None:
                 ctx.report({k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}, full_state)
