@@ -10,7 +10,7 @@ from surrogate_search.sampling import create_sampler, list_strategies
 
 
 def test_strategies() -> None:
-    assert list_strategies() == ["global", "local", "local_global"]
+    assert list_strategies() == ["global", "local", "local_global", "rerandomised"]
 
 
 def test_global_text_pairs_span_the_metric(text_checkpoint) -> None:
@@ -48,6 +48,38 @@ def test_local_global_mixes_by_ratio(tabular_checkpoint) -> None:
     pairs = sampler.sample(40, model)
     assert pairs.predictions.shape == (40, 64)  # 40 sets of 64 samples
     assert ((pairs.errors >= 0) & (pairs.errors <= 1)).all()  # 1 - F1
+
+
+def test_rerandomised_items_keep_a_uniform_random_fraction_of_the_models_outputs(text_checkpoint, monkeypatch) -> None:
+    task = text_checkpoint.build_task()
+    model = text_checkpoint.build_model(task)
+    real_perturb = task.perturb
+    uniform = torch.full((task.surrogate_shape[1],), 1.0 / task.surrogate_shape[1])
+
+    def marked(outputs, noise, generator):  # a re-randomised output shows as the uniform distribution
+        own = real_perturb(outputs, torch.zeros_like(noise), generator)
+        return torch.where((noise > 0).view(-1, 1, 1), uniform, own)
+
+    monkeypatch.setattr(task, "perturb", marked)
+    sampler = create_sampler(task, task.load_splits().train, SamplingConfig(strategy="rerandomised"), 32,
+                             torch.Generator().manual_seed(0))
+    pairs = sampler.sample(400, model)
+    replaced = torch.isclose(pairs.predictions, uniform).all(-1).float().mean(1)  # per item
+    assert replaced.min() < 0.1 and replaced.max() > 0.9 and abs(float(replaced.mean()) - 0.5) < 0.05
+    kept = pairs.predictions[~torch.isclose(pairs.predictions, uniform).all(-1)]
+    assert torch.allclose(kept.sum(-1), torch.ones(len(kept)), atol=1e-5)  # the model's own distributions
+
+
+def test_rerandomised_sets_span_the_metric_from_the_model_to_a_guess(tabular_checkpoint) -> None:
+    task = tabular_checkpoint.build_task()
+    model = tabular_checkpoint.build_model(task)
+    sampler = create_sampler(task, task.load_splits().train, SamplingConfig(strategy="rerandomised"), 64,
+                             torch.Generator().manual_seed(0))
+    pairs = sampler.sample(200, model)
+    assert pairs.predictions.shape == (200, 64)
+    own = create_sampler(task, task.load_splits().train, SamplingConfig(strategy="local", noise=0.0), 64,
+                         torch.Generator().manual_seed(0)).sample(200, model).errors
+    assert float(pairs.errors.min()) <= float(own.mean()) and float(pairs.errors.max()) > float(own.mean()) + 0.3
 
 
 def test_unknown_strategy(tabular_checkpoint) -> None:

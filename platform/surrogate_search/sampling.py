@@ -1,4 +1,5 @@
-"""Where a learned surrogate's training pairs come from: ``global``, ``local``, ``local_global``.
+"""Where a learned surrogate's training pairs come from: ``global``, ``local``, ``local_global``,
+``rerandomised``.
 
 A sampler returns :class:`Pairs`: predictions, the targets in the surrogate's form, and the true
 metric of each item as an error (lower is better), computed exactly from the predictions.
@@ -23,7 +24,8 @@ class SamplingConfig:
 
     strategy: str = "local_global"
     """``global`` (model-free pairs over the metric's whole range), ``local`` (the current
-    model's predictions on training data) or ``local_global`` (a mixture)."""
+    model's predictions on training data), ``local_global`` (a mixture) or ``rerandomised``
+    (ReLoss: the model's predictions with a random fraction of their outputs re-randomised)."""
     local_ratio: float = 0.5
     """Fraction of local pairs in ``local_global``."""
     noise: float = 1.0
@@ -95,8 +97,7 @@ class LocalSampler(PairSampler):
         model.eval()
         outputs = self.task.forward(model, batch).float()
         model.train(was_training)
-        noise = self.config.noise * torch.rand(n_items, generator=self.generator)
-        predictions = self.task.perturb(outputs, noise.repeat_interleave(per_item).to(outputs.device), self.generator)
+        predictions = self.predictions(outputs, n_items, per_item)
         targets = self.task.surrogate_targets(batch)
         labels: list[Any] = batch.labels
         if self.task.set_level:
@@ -105,6 +106,11 @@ class LocalSampler(PairSampler):
             labels = [labels[i * per_item:(i + 1) * per_item] for i in range(n_items)]
         errors = self.task.item_errors(predictions.cpu(), labels).to(self.device)
         return Pairs(predictions, targets, errors)
+
+    def predictions(self, outputs: torch.Tensor, n_items: int, per_item: int) -> torch.Tensor:
+        """Predictions from the model's ``outputs`` (``n_items * per_item`` samples)."""
+        noise = self.config.noise * torch.rand(n_items, generator=self.generator)
+        return self.task.perturb(outputs, noise.repeat_interleave(per_item).to(outputs.device), self.generator)
 
 
 @SAMPLERS.register("local_global")
@@ -124,6 +130,29 @@ class LocalGlobalSampler(PairSampler):
         if n_items - n_local:
             parts.append(self.global_.sample(n_items - n_local, model))
         return Pairs.cat(parts)
+
+
+@SAMPLERS.register("rerandomised")
+class RerandomisedSampler(LocalSampler):
+    """ReLoss's groups: the current model's predictions on training data, each item with a random
+    fraction (uniform in [0, 1]) of its outputs re-randomised (positions or frames of a sequence,
+    samples of a set), so a group's metric spans the range from the model's own error to a random
+    guess while the untouched outputs stay the model's."""
+
+    RANDOM = 5.0
+    """The perturbation scale of a re-randomised output, far beyond ``noise``'s usual [0, 1]."""
+
+    def predictions(self, outputs: torch.Tensor, n_items: int, per_item: int) -> torch.Tensor:
+        own = self.task.perturb(outputs, torch.zeros(len(outputs), device=outputs.device), self.generator)
+        random = self.task.perturb(outputs, torch.full((len(outputs),), self.RANDOM, device=outputs.device),
+                                   self.generator)
+        fraction = torch.rand(n_items, generator=self.generator).repeat_interleave(per_item)
+        # One draw per sample of a set, per output (position, frame, coordinate) of an item.
+        shape = (len(own),) if self.task.set_level or own.dim() == 1 else tuple(own.shape[:2])
+        fraction = fraction.view(-1, *([1] * (len(shape) - 1)))
+        chosen = torch.rand(shape, generator=self.generator) < fraction
+        chosen = chosen.view(*shape, *([1] * (own.dim() - len(shape)))).to(own.device)
+        return torch.where(chosen, random, own)
 
 
 def create_sampler(task: Task, split: Split, config: SamplingConfig, set_size: int,

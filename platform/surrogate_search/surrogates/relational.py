@@ -4,7 +4,8 @@ As in ReLoss, the network reads the probability the prediction gives the true cl
 position of a sequence, against the label aligned to the prediction; per sample of a set, with the
 sample's label, since F1 depends on which samples are positive) and maps it to one score per item.
 It is fitted with a differentiable Spearman correlation on groups of pairs and a gradient penalty
-of its own weight (ReLoss: 10). ``relational.input = embedding`` reads the deep-embedding distance
+of its own weight (ReLoss: 10); ``sampling.strategy = rerandomised`` draws ReLoss's groups, the
+model's predictions with a random fraction of each item's outputs re-randomised. ``relational.input = embedding`` reads the deep-embedding distance
 of ``deep_embedding`` instead; tasks whose predictions are not class probabilities (boxes,
 embeddings) always do.
 """
