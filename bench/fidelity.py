@@ -1,9 +1,11 @@
 """Surrogate fidelity per sampling strategy, on held-out pairs.
 
-For each sampling strategy (global, local, local_global) a fresh surrogate is trained on the base
-model for ``--updates`` updates with the post-tuning loop's own ``surrogate_step``, then scored by
-the loop's ``FidelityProbe`` on pairs it never saw: global pairs, the base model's validation
-predictions as they are (``local``) and perturbed (``local_noisy``). Printed per pair kind:
+For each sampling strategy (by default every registered one) a fresh surrogate is trained on the
+base model's predictions on the tuning split (``--set data=train``: its training split) for
+``--updates`` updates with the post-tuning loop's own ``surrogate_step``, then scored by the loop's
+``FidelityProbe`` on ``--items`` pairs it never saw: global pairs, the base model's validation
+predictions as they are (``local``) and perturbed (``local_noisy``). Pairs with errors are a small
+share of local pairs, so their Spearman needs a few thousand items to be stable. Printed per pair kind:
 Spearman correlation of e_hat with e, mean absolute error, Spearman on the pairs with errors only,
 and the fraction of pairs with errors.
 
@@ -20,14 +22,13 @@ import torch
 
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.fidelity import FidelityProbe
-from surrogate_search.posttune import surrogate_step
+from surrogate_search.surrogate_training import surrogate_step
 from surrogate_search.pretrain import ensure_base_checkpoint
-from surrogate_search.sampling import create_sampler
+from surrogate_search.sampling import create_sampler, list_strategies
 from surrogate_search.surrogates import create_loss
 from surrogate_search.tasks import get_task
 from surrogate_search.utils import parse_assignments, seed_everything
 
-STRATEGIES = ("global", "local", "local_global")
 KINDS = ("global", "local", "local_noisy")
 
 
@@ -37,29 +38,32 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--method", default="deep_embedding", help="deep_embedding or relational")
-    parser.add_argument("--updates", type=int, default=300, help="surrogate updates before scoring")
+    parser.add_argument("--updates", type=int, default=1000, help="surrogate updates before scoring")
+    parser.add_argument("--items", type=int, default=2000, help="held-out pairs of each kind")
+    parser.add_argument("--strategies", default=",".join(list_strategies()), help="comma-separated sampling strategies")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="post-tuning setting")
     args = parser.parse_args()
 
     task = get_task(args.task, **parse_assignments(args.option))
     settings = PostTuneConfig.for_task(task, {"method": args.method, **parse_assignments(args.set)})
     checkpoint = ensure_base_checkpoint(task, args.checkpoint)
-    splits = task.load_splits()
+    splits = task.splits()
     model = checkpoint.build_model(task).eval()
-    print(f"task {task.name} {task.options or ''}  method {args.method}  {args.updates} surrogate updates each")
+    print(f"task {task.name} {task.options or ''}  method {args.method}  {args.updates} surrogate updates each on "
+          f"{settings.data} data, scored on {args.items} held-out pairs of each kind")
     print(f"{'trained on':13s} {'pairs':12s} {'spearman':>9s} {'mae':>8s} {'spearman|e>0':>13s} {'e>0':>6s}")
-    for strategy in STRATEGIES:
+    for strategy in args.strategies.split(","):
         config = settings.replace({"sampling.strategy": strategy})
         seed_everything(0)
         loss = create_loss(task, config)
-        sampler = create_sampler(task, splits.train, config.sampling, config.batch_size, torch.Generator().manual_seed(0), "cpu")
+        sampler = create_sampler(task, splits[config.data], config.sampling, config.batch_size, torch.Generator().manual_seed(0), "cpu")
         optimizer = torch.optim.Adam(loss.parameters(), lr=config.surrogate.lr)
         started = time.perf_counter()
         for _ in range(args.updates):
             surrogate_step(loss, sampler, optimizer, model, config.surrogate.batch_size)
         seconds = time.perf_counter() - started
         # Held-out pairs: global ones from another seed, local ones from the validation split.
-        scores = FidelityProbe(task, splits.val, config.sampling, config.batch_size)(loss, model)
+        scores = FidelityProbe(task, splits.val, config.sampling, config.batch_size, n_items=args.items)(loss, model)
         for kind in KINDS:
             p = f"fidelity/{kind}"
             print(f"{strategy:13s} {kind:12s} {scores[p + '_spearman']:9.3f} {scores[p + '_mae']:8.3f} "
