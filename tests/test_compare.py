@@ -21,6 +21,12 @@ def test_compare_gives_every_method_the_same_budget_and_reports_spread(tabular_c
     table = result.table()
     assert "test f1 (higher is better)" in table and "base (no tuning)" in table and "±" in table
     assert "6 model updates x batch 128" in table
+    # Beside the selected model's figure, what each loss left after its last update.
+    for method, row in rows.items():
+        final = statistics.fmean(r.test_final["f1"] for r in result.runs if r.method == method)
+        line = next(line for line in table.splitlines() if line.startswith(method + " "))
+        assert row["last_update_mean"] == pytest.approx(final) and line.split()[-1] == f"{final:.4f}"
+    assert "last update" in next(line for line in table.splitlines() if line.startswith("method"))
 
 
 def test_classification_table_reports_f1_at_the_val_tuned_threshold_too(tabular_checkpoint) -> None:

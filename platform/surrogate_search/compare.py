@@ -67,6 +67,10 @@ class MethodSummary:
     """Test metric per seed at the decision threshold chosen on val (classification tasks; else empty)."""
     thresholds: list[float] = field(default_factory=list)
     """The decision threshold chosen on val, per seed."""
+    final_values: list[float] = field(default_factory=list)
+    """Test metric per seed of the model after the last update, whatever validation chose: what the
+    loss did to the model, shown beside the selected figure (on a converged base the selection
+    may keep the base on every seed and hide it)."""
 
     @property
     def mean(self) -> float:
@@ -117,7 +121,8 @@ class Comparison:
         for s in self.summaries:
             row = {"method": s.method, "mean": s.mean, "std": s.std, "seeds": len(s.values),
                    "vs_proxy_pct": self.relative_change(s), "val_mean": statistics.fmean(s.val_values),
-                   "seconds_mean": statistics.fmean(s.seconds), "kept_base": s.kept_base}
+                   "seconds_mean": statistics.fmean(s.seconds), "kept_base": s.kept_base,
+                   "last_update_mean": statistics.fmean(s.final_values) if s.final_values else math.nan}
             if s.at_val_threshold:
                 mean, std = mean_std(s.at_val_threshold)
                 row.update(at_val_threshold_mean=mean, at_val_threshold_std=std,
@@ -142,7 +147,7 @@ class Comparison:
         lines = [f"{self.task}: test {self.metric} ({direction}); {c.steps} model updates x batch {c.batch_size} "
                  f"per method from one base checkpoint; mean ± std over seeds",
                  f"{'method':22s} {first:>22s} {'vs proxy':>9s}{thresholds} {'seeds':>5s} {'kept base':>9s} "
-                 f"{'s/run':>7s}",
+                 f"{'s/run':>7s} {'last update':>11s}",
                  f"{'base (no tuning)':22s} {self.base_test:>22.4f}{base}"]
         if self.base_splits:
             where = ", ".join(f"{name} {value:.4f}" for name, value in self.base_splits.items())
@@ -156,7 +161,10 @@ class Comparison:
                       f"{row['val_threshold_mean']:>7.3f}")
             lines.append(f"{row['method']:22s} {row['mean']:>13.4f} ± {row['std']:<6.4f} "
                          f"{change_text(row['method'], row['vs_proxy_pct']):>9s}{at} "
-                         f"{row['seeds']:>5d} {row['kept_base']:>9d} {row['seconds_mean']:>7.1f}")
+                         f"{row['seeds']:>5d} {row['kept_base']:>9d} {row['seconds_mean']:>7.1f} "
+                         f"{row['last_update_mean']:>11.4f}")
+        lines.append(f"last update: mean test {self.metric} of the model after its last update, before the "
+                     f"best-validation selection")
         if tuned:
             lines.append(self.threshold_note())
         return "\n".join(lines)
@@ -199,7 +207,8 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
                                        [r.val[task.metric_name] for r in results], [r.seconds for r in results],
                                        kept_base=sum(r.best_step == 0 for r in results),
                                        at_val_threshold=[t.test for t in tuned],
-                                       thresholds=[t.threshold for t in tuned]))
+                                       thresholds=[t.threshold for t in tuned],
+                                       final_values=[r.test_final[task.metric_name] for r in results]))
     progress.close()
     return Comparison(task.name, task.metric_name, task.metric.higher_is_better, base_test, base, summaries, runs,
                       base_splits=base_splits, base_tuned=base_tuned)
