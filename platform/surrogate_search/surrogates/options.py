@@ -8,6 +8,9 @@ from surrogate_search.utils import check_range
 
 PENALTY_SCOPES = ("all", "errors")
 FITS = ("squared", "l1")
+NETWORK_KEYS = ("encoder", "width", "depth", "embedding", "align_targets")
+"""Settings that fix what a trained surrogate is (its network's shape, and the label layout it
+compares a prediction with): a saved surrogate carries them, and a run that starts from it keeps them."""
 
 
 @dataclass
