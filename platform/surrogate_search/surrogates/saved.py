@@ -66,7 +66,10 @@ class SavedSurrogate:
     state: dict[str, torch.Tensor]
     about: dict[str, Any]
     source: str = ""
-    """Where it came from: a folder, or the registered model it was downloaded from."""
+    """Where it came from: a folder, or the registered model URI it was asked for by."""
+    resolved: str = ""
+    """The registered version ``source`` named when it was read (``models:/<name>/<version>``
+    for ``models:/<name>@champion``); empty for a folder."""
 
     @property
     def method(self) -> str:
