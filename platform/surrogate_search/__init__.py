@@ -1,6 +1,6 @@
 """surrogate-search: learned surrogates of non-differentiable metrics, post-tuning, and their search."""
 
-from surrogate_search.api import compare, posttune, run_search
+from surrogate_search.api import compare, fetch_surrogate, posttune, run_search
 from surrogate_search.checkpoint import BaseCheckpoint, CheckpointError, load_checkpoint, save_checkpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.metrics import ConfusionMatrixMetric, Metric, get_metric, list_metrics, register_metric
@@ -32,6 +32,7 @@ __all__ = [
     "UnknownNameError",
     "compare",
     "ensure_base_checkpoint",
+    "fetch_surrogate",
     "get_metric",
     "get_task",
     "list_methods",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -129,16 +130,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     PostTuneConfig.for_task(task, overrides)
     comparison_methods(task, methods)
     uri = _tracking_uri(args)
+    if args.registered_model_name and uri is None:
+        raise ValueError("--registered-model-name registers in MLflow: drop --no-track")
     checkpoint = ensure_base_checkpoint(task, checkpoint_path, cache_dir=args.cache_dir)
     result = api.compare(checkpoint, overrides, methods=methods, seeds=range(args.seeds), cache_dir=args.cache_dir,
                          track=uri is not None, tracking_uri=uri, experiment=args.experiment,
-                         comparison_id=args.comparison_id)
+                         comparison_id=args.comparison_id, registered_model_name=args.registered_model_name)
     print(result.table())
     if result.mlflow:
         print(f"{_recorded(result, 'comparison run')} ({len(result.runs)} child runs)")
         print(f"table again: surrogate-search report --experiment {result.mlflow['experiment']} "
               f"--run-id {result.mlflow['run_id']}")
+    if result.registration is not None:
+        reg = result.registration
+        print(reg.summary())
+        start = f"models:/{reg.name}@champion" if reg.champion else reg.model_uri
+        print("post-tune from it: " + shlex.join(["surrogate-search", "posttune", "--task", task.name,
+                                                  *_option_words(task.options), "--surrogate", start]))
     return 0
+
+
+def _option_words(options: dict[str, Any]) -> list[str]:
+    return [word for key, value in sorted(options.items()) for word in ("--option", f"{key}={value}")]
 
 
 def cmd_posttune(args: argparse.Namespace) -> int:
@@ -148,12 +161,22 @@ def cmd_posttune(args: argparse.Namespace) -> int:
     from surrogate_search.tasks import get_task
 
     task = get_task(args.task, seed=args.data_seed, **parse_assignments(args.option))
-    config = PostTuneConfig.for_task(task, {"method": args.method, **load_config_overrides(args)})
+    # A surrogate to start from brings its method and network settings; --method, --config, --set still win.
+    saved = api.fetch_surrogate(args.surrogate, tracking_uri=args.tracking_uri) if args.surrogate else None
+    defaults = saved.settings if saved else {"method": "deep_embedding"}
+    config = PostTuneConfig.for_task(task, {**defaults, **({"method": args.method} if args.method else {}),
+                                            **load_config_overrides(args)})
+    if saved:
+        saved.check(task, config)  # before a base model is pretrained or a run is started
     uri = _tracking_uri(args)
     checkpoint = ensure_base_checkpoint(task, args.checkpoint, cache_dir=args.cache_dir)
     result = api.posttune(config, checkpoint, track=uri is not None, tracking_uri=uri, experiment=args.experiment,
-                          cache_dir=args.cache_dir)
+                          cache_dir=args.cache_dir, surrogate=saved)
     metric = task.metric_name
+    if saved:
+        print(f"{config.method}: started from the surrogate {saved.source}"
+              + (f" ({saved.resolved})" if saved.resolved and saved.resolved != saved.source else "")
+              + ", not learned here (no pretraining)")
     print(f"{config.method}: base val {metric} {result.base_val[metric]:.4f} -> val {result.val[metric]:.4f} "
           f"(step {result.best_step}), test {result.test[metric]:.4f}, {result.seconds:.0f}s")
     if result.tuned is not None:
@@ -267,11 +290,13 @@ EXAMPLES = {
     "pretrain": ["surrogate-search pretrain --task synthetic_text --out runs/base_text",
                  "surrogate-search pretrain --task imbalanced_tabular --option dataset=digits --out runs/base_tab_digits",
                  "surrogate-search pretrain --task box_localization --out runs/base_box --device cuda"],
-    "posttune": ["surrogate-search posttune --task synthetic_text --method deep_embedding --steps 300",
+    "posttune": ["surrogate-search posttune --task synthetic_text --surrogate "
+                 "models:/synthetic_text-deep_embedding-surrogate@champion --steps 300",
                  "surrogate-search posttune --task imbalanced_tabular --method anyloss --set anyloss.amplification=20",
                  "surrogate-search posttune --task synthetic_text --method relational --device cuda --amp"],
     "compare": ["surrogate-search compare --task imbalanced_tabular --option dataset=breast_cancer --seeds 3",
-                "surrogate-search compare --task synthetic_text --methods expected_edit_distance,deep_embedding",
+                "surrogate-search compare --task synthetic_text --methods expected_edit_distance,deep_embedding "
+                "--registered-model-name text-surrogate",
                 "surrogate-search compare --from-search runs/search/text_edit_distance --seeds 5"],
     "report": ["surrogate-search report --experiment synthetic_text",
                "surrogate-search report --experiment synthetic_text --format markdown --html report.html",
@@ -342,7 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("posttune", "post-tune a base model with one method (a learned surrogate or a baseline)")
     _add_task_arguments(p)
     _add_posttune_arguments(p)
-    p.add_argument("--method", default="deep_embedding", help=f"a registered method: {', '.join(list_methods())}")
+    p.add_argument("--method", default=None, help=f"a registered method: {', '.join(list_methods())} (default: "
+                                                  "the --surrogate's method, else deep_embedding)")
+    p.add_argument("--surrogate", default=None, metavar="URI_OR_DIR",
+                   help="start from this learned surrogate instead of learning one (no pretraining): "
+                        "models:/NAME@champion or models:/NAME/VERSION in MLflow's model registry (at --tracking-uri; "
+                        "`compare` registers them), or a folder with surrogate.pt and surrogate.json; its method and "
+                        "network settings (surrogate.encoder, width, depth, embedding, align_targets) are the "
+                        "defaults, and a task, method or setting that differs is refused")
     _add_tracking_arguments(p)
     p.set_defaults(func=cmd_posttune)
 
@@ -357,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking_arguments(p)
     p.add_argument("--comparison-id", default=None,
                    help="name of the comparison run; the same id again resumes into the same MLflow runs")
+    p.add_argument("--registered-model-name", default=None, metavar="NAME",
+                   help="register the best learned surrogate (by val metric) as a new version of NAME in MLflow's "
+                        "model registry (default: <experiment>-<method>-surrogate); alias @champion moves to it "
+                        "when it beats the champion's val metric")
     p.set_defaults(func=cmd_compare)
 
     p = command("report", "the comparison table read back from MLflow (mean ± std over seeds, vs proxy)")

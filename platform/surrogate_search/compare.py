@@ -14,7 +14,7 @@ import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from surrogate_search.checkpoint import BaseCheckpoint
 from surrogate_search.config import PostTuneConfig
@@ -22,6 +22,9 @@ from surrogate_search.posttune import PostTuneResult, TunedThreshold, posttune, 
 from surrogate_search.progress import Progress
 from surrogate_search.surrogates import list_methods, loss_class
 from surrogate_search.tasks import Task
+
+if TYPE_CHECKING:
+    from surrogate_search.tracking.model_registry import Registration
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,9 @@ class Comparison:
     base_tuned: TunedThreshold | None = None
     """The base model's decision threshold chosen on val and its test metric there (classification
     tasks; None otherwise, and then the table has no threshold column)."""
+    registration: Registration | None = None
+    """The best learned surrogate's version in MLflow's model registry and whether it became the
+    champion; None when the comparison was not recorded or no method learned a surrogate."""
 
     def relative_change(self, summary: MethodSummary, *, at_val_threshold: bool = False) -> float:
         """Percent change of the mean test metric against proxy continuation (the control), both at

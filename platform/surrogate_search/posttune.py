@@ -25,7 +25,7 @@ from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.progress import Progress
 from surrogate_search.sampling import create_sampler
-from surrogate_search.surrogates import create_loss
+from surrogate_search.surrogates import SavedSurrogate, create_loss
 from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step
 from surrogate_search.surrogates.base import PostTuneLoss, check_finite
 from surrogate_search.surrogates.proxy import judged_by_confusion_matrix
@@ -105,6 +105,9 @@ class PostTuneResult:
     surrogate_pretraining: dict[str, Any] = field(default_factory=dict)
     """How the run's surrogate was pretrained (``path``, ``reused``, ``seconds``, fidelity before
     and after) when ``surrogate.pretrain_steps`` > 0; empty otherwise."""
+    surrogate_source: str = ""
+    """The saved surrogate the run started from (a registered model's URI or a folder; no
+    pretraining then); empty when the run learned its own."""
     mlflow: dict[str, str] = field(default_factory=dict)
     """Where the run was recorded (``experiment``, ``run_id``, ``tracking_uri``); empty if it was not."""
     tuned: TunedThreshold | None = None
@@ -137,8 +140,11 @@ def model_step(task: Task, model: nn.Module, loss_fn: PostTuneLoss, optimizer: t
 
 
 def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits: Splits | None = None,
-             cache_dir: str | None = None, context: WorkerContext | None = None) -> PostTuneResult:
-    """Post-tune the checkpoint's model with ``config.method`` and return validation/test metrics."""
+             cache_dir: str | None = None, context: WorkerContext | None = None,
+             surrogate: SavedSurrogate | None = None) -> PostTuneResult:
+    """Post-tune the checkpoint's model with ``config.method`` and return validation/test metrics.
+    ``surrogate``: a saved surrogate to start from instead of one learned here (it must fit the
+    task, the method and ``config``'s network settings); warm-up and ``k`` updates still apply."""
     config.validate()
     ctx = context or WorkerContext()
     ckpt = checkpoint if isinstance(checkpoint, BaseCheckpoint) else load_checkpoint(checkpoint)
@@ -151,6 +157,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     seed_everything(config.seed)  # same seed on every rank: identical surrogate initialisation
     model = ckpt.build_model(task).to(device)
     loss_fn = create_loss(task, config).to(device)
+    if surrogate is not None:
+        surrogate.load_into(loss_fn)
     loss_fn.prepare(splits.train)
     model = ctx.prepare_model(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -222,7 +230,9 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
 
     stats: dict[str, float] = {}
     pretraining: dict[str, Any] = {}
-    if loss_fn.learned and not state["warm"] and config.surrogate.pretrain_steps:
+    if surrogate is not None and not state["warm"]:
+        log.info("%s: starting from the surrogate in %s (no pretraining)", config.method, surrogate.source)
+    elif loss_fn.learned and not state["warm"] and config.surrogate.pretrain_steps:
         # From the base model, on the whole tuning data: the same surrogate on every worker and seed.
         pretraining = pretrained_surrogate(loss_fn, task, ckpt, _unwrap(model), splits, config, device=device,
                                            cache_dir=cache_dir)
@@ -273,4 +283,4 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     return PostTuneResult(method=config.method, seed=config.seed, steps=config.steps, best_step=state["best_step"],
                           val=val, test=test, test_final=test_final, base_val=state["base_val"],
                           history=state["history"], seconds=time.perf_counter() - started, tuned=tuned,
-                          surrogate_pretraining=pretraining)
+                          surrogate_pretraining=pretraining, surrogate_source=surrogate.source if surrogate else "")

@@ -32,6 +32,7 @@ from surrogate_search.surrogates.base import (
 from surrogate_search.surrogates.encoders import ENCODERS
 from surrogate_search.surrogates.learned import EmbeddingSurrogate, LearnedSurrogateLoss, spearman
 from surrogate_search.surrogates.options import SurrogateConfig
+from surrogate_search.surrogates.saved import SavedSurrogate, load_surrogate, save_surrogate
 
 __all__ = [
     "ENCODERS",
@@ -40,11 +41,14 @@ __all__ = [
     "EmbeddingSurrogate",
     "LearnedSurrogateLoss",
     "PostTuneLoss",
+    "SavedSurrogate",
     "SurrogateConfig",
     "SurrogateDivergedError",
     "create_loss",
     "list_methods",
+    "load_surrogate",
     "loss_class",
     "register_loss",
+    "save_surrogate",
     "spearman",
 ]

@@ -8,6 +8,9 @@ from surrogate_search.utils import check_range
 
 PENALTY_SCOPES = ("all", "errors")
 FITS = ("squared", "l1")
+NETWORK_KEYS = ("encoder", "width", "depth", "embedding", "align_targets")
+"""Settings that fix what a trained surrogate is (its network's shape, and the label layout it
+compares a prediction with): a saved surrogate carries them, and a run that starts from it keeps them."""
 
 
 @dataclass
@@ -31,7 +34,8 @@ class SurrogateConfig:
     """Surrogate updates on pairs from the *base* model, made once per base checkpoint and
     surrogate settings and cached (``$SURROGATE_SEARCH_CACHE/surrogates``): every seed and trial
     of that base then starts from the same trained surrogate instead of learning it from scratch.
-    0: no pretraining, each run learns its surrogate in its warm-up."""
+    0: no pretraining, each run learns its surrogate in its warm-up. A run that starts from a saved
+    or registered surrogate (``posttune --surrogate models:/NAME@champion``) skips it."""
     grad_penalty: float = 0.1
     """lambda in ``fit + lambda * (||grad_z e_hat|| - 1)^2`` (``relational`` has its own,
     ``relational.grad_penalty``, default 10 as in ReLoss)."""

@@ -36,8 +36,13 @@ the parent run's ``best_surrogate_model_uri`` tag::
 
     surrogate = mlflow.pytorch.load_model(uri)
     estimated_metric = surrogate(predictions, targets)   # one value per item
+
+It is also registered (``register_surrogate``): a new version of ``<experiment>-<method>-surrogate``,
+given the ``champion`` alias when it beats the champion's validation metric; ``fetch_surrogate``
+reads one back, weights only, to start a post-tuning from (``models:/<name>@champion``).
 """
 
+from surrogate_search.tracking.model_registry import Registration, fetch_surrogate, register_surrogate
 from surrogate_search.tracking.recorder import (
     TrackedComparison,
     task_experiment_name,
@@ -63,6 +68,7 @@ from surrogate_search.tracking.store import (
 
 __all__ = [
     "NullLogger",
+    "Registration",
     "Report",
     "TrackedComparison",
     "TrackingUnavailableError",
@@ -70,7 +76,9 @@ __all__ = [
     "check_tracking_store",
     "close_stale_runs",
     "comparison_report",
+    "fetch_surrogate",
     "finish_run",
+    "register_surrogate",
     "resolve_tracking_uri",
     "start_parent_run",
     "start_run",

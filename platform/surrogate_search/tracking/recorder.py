@@ -3,14 +3,16 @@
 :func:`tracked_posttune` runs one post-tuning into a :class:`TrialLogger`'s run: the flattened
 config as parameters, every evaluation as metrics, test metrics, the resolved config, the curve,
 and for a learned surrogate its fidelity scatter and the surrogate itself as an MLflow PyTorch
-model. :func:`tracked_compare` makes a comparison a parent run with one such child per method and
-seed, plus the table, the curves and the bar chart on the parent.
+model (with its weights and ``surrogate.json`` beside it, to start another post-tuning from).
+:func:`tracked_compare` makes a comparison a parent run with one such child per method and seed,
+plus the table, the curves and the bar chart on the parent, and registers its best learned surrogate.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,11 +26,13 @@ from surrogate_search.compare import Comparison, compare
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import PostTuneResult, WorkerContext, posttune
 from surrogate_search.sampling import GlobalSampler, LocalSampler, Pairs
-from surrogate_search.surrogates import LearnedSurrogateLoss, create_loss, loss_class, spearman
+from surrogate_search.surrogates import LearnedSurrogateLoss, SavedSurrogate, create_loss, loss_class, save_surrogate, spearman
+from surrogate_search.surrogates.saved import ABOUT_FILE, STATE_FILE
 from surrogate_search.tasks import Splits, Task
 from surrogate_search.tracking import plots
+from surrogate_search.tracking.model_registry import Registration, default_model_name, register_surrogate
 from surrogate_search.tracking.runs import TrialLogger, finish_run, start_parent_run, trial_logger
-from surrogate_search.tracking.store import client, resolve_tracking_uri, use_tracking_uri
+from surrogate_search.tracking.store import client, environment, resolve_tracking_uri, use_tracking_uri
 from surrogate_search.utils import flatten, is_better
 
 log = logging.getLogger(__name__)
@@ -66,9 +70,11 @@ class Recorded:
 
 def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger: TrialLogger, *,
                      splits: Splits | None = None, cache_dir: str | None = None,
-                     context: WorkerContext | None = None, log_model: bool = True) -> Recorded:
+                     context: WorkerContext | None = None, log_model: bool = True,
+                     surrogate: SavedSurrogate | None = None) -> Recorded:
     """Post-tune with every evaluation logged to ``logger``'s run. Does not close the run: wrap it
-    in ``with logger:`` (FINISHED, or FAILED with the error)."""
+    in ``with logger:`` (FINISHED, or FAILED with the error). ``surrogate``: a saved surrogate to
+    start from (tagged ``surrogate_source``; see :func:`surrogate_search.posttune.posttune`)."""
     task = checkpoint.build_task()
     metric = task.metric_name
     higher = task.metric.higher_is_better
@@ -87,7 +93,9 @@ def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger:
 
     ctx.report = logger.report_hook(objective=f"val/{metric}", then=keep_best)
     logger.log_dict(config.to_dict(), "config.yaml")
-    result = posttune(config, checkpoint, splits=splits, cache_dir=cache_dir, context=ctx)
+    if surrogate is not None:
+        logger.set_tags({"surrogate_source": surrogate.source, "surrogate_source_version": surrogate.resolved or "-"})
+    result = posttune(config, checkpoint, splits=splits, cache_dir=cache_dir, context=ctx, surrogate=surrogate)
     final = {**{f"test/{k}": v for k, v in result.test.items()}, **{f"test_final/{k}": v for k, v in result.test_final.items()},
              **{f"best_val/{k}": v for k, v in result.val.items()}, **{f"base_val/{k}": v for k, v in result.base_val.items()},
              "best_step": float(result.best_step), "wall_seconds": result.seconds}
@@ -152,7 +160,9 @@ def log_surrogate(logger: TrialLogger, task: Task, config: PostTuneConfig, state
 
         surrogate = mlflow.pytorch.load_model(model_uri)
         estimates = surrogate(predictions, targets)   # the estimated metric, one value per item
-    """
+
+    Its ``extra_files/`` hold the weights as a state dict and ``surrogate.json`` (what it was learned
+    for), which a post-tuning starts from (:func:`surrogate_search.tracking.model_registry.fetch_surrogate`)."""
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
@@ -172,10 +182,13 @@ def log_surrogate(logger: TrialLogger, task: Task, config: PostTuneConfig, state
     example = (pairs.predictions[:4].float().cpu(), pairs.targets[:4].float().cpu())
     signature = infer_signature({"predictions": example[0].numpy(), "targets": example[1].numpy()})
     # Explicit requirements: inferring them would import the model in a subprocess (seconds each).
-    with use_tracking_uri(logger.tracking_uri):
+    with (use_tracking_uri(logger.tracking_uri), tempfile.TemporaryDirectory() as tmp,
+          environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")):  # a bar per extra file, on every run
+        saved = save_surrogate(loss, tmp)
         info = mlflow.pytorch.log_model(loss.surrogate.cpu().eval(), name=MODEL_NAME, run_id=logger.run_id,
                                         serialization_format="pt2", input_example=example, signature=signature,
                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                                        extra_files=[str(saved / STATE_FILE), str(saved / ABOUT_FILE)],
                                         metadata={"task": task.name, "metric": task.metric_name,
                                                   "method": config.method,
                                                   "inputs": "surrogate(predictions, targets) -> estimated metric per item"})
@@ -190,14 +203,19 @@ class TrackedComparison:
     experiment: str
     child_run_ids: dict[tuple[str, int], str]
     tracking_uri: str
+    registration: Registration | None = None
+    """The best learned surrogate's registered version (None: no learned method ran)."""
 
 
 def tracked_compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = None, *,
                     methods: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2),
                     cache_dir: str | None = None, experiment: str | None = None, tracking_uri: str | None = None,
-                    comparison_id: str | None = None) -> TrackedComparison:
+                    comparison_id: str | None = None, registered_model_name: str | None = None) -> TrackedComparison:
     """:func:`surrogate_search.compare.compare`, recorded: a parent run (``run_kind=comparison``)
-    with one child per method and seed. The same ``comparison_id`` resumes into the same runs."""
+    with one child per method and seed. The same ``comparison_id`` resumes into the same runs. The
+    best learned surrogate (by validation metric) is registered as a version of
+    ``registered_model_name`` (default ``<experiment>-<method>-surrogate``), see
+    :func:`surrogate_search.tracking.model_registry.register_surrogate`."""
     uri = resolve_tracking_uri(tracking_uri)
     task = checkpoint.build_task()
     # A typo in a method or a setting fails here, before a comparison run exists in MLflow.
@@ -225,7 +243,9 @@ def tracked_compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | N
 
     try:
         result = compare(checkpoint, overrides, methods=methods, seeds=seeds, cache_dir=cache_dir, run=run)
-        _record_comparison(uri, parent, task, checkpoint, splits, result, recorded)
+        best = _record_comparison(uri, parent, task, checkpoint, splits, result, recorded)
+        registration = _register(uri, parent, best, registered_model_name or default_model_name(
+            experiment, best[0].method), result) if best else None
     except Exception:
         finish_run(parent, "FAILED", tracking_uri=uri)
         raise
@@ -233,11 +253,27 @@ def tracked_compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | N
         finish_run(parent, "KILLED", tracking_uri=uri)
         raise
     finish_run(parent, "FINISHED", tracking_uri=uri)
-    return TrackedComparison(result, parent, experiment, {k: r.run_id for k, r in recorded.items()}, uri)
+    return TrackedComparison(result, parent, experiment, {k: r.run_id for k, r in recorded.items()}, uri, registration)
+
+
+def _register(uri: str, parent: str, best: tuple[PostTuneConfig, Recorded, str], name: str,
+              result: Comparison) -> Registration:
+    config, recorded, model_uri = best
+    registration = register_surrogate(model_uri, name, metric=result.metric, value=recorded.result.val[result.metric],
+                                      higher_is_better=result.higher_is_better, tracking_uri=uri,
+                                      run_id=recorded.run_id,
+                                      tags={"task": result.task, "method": config.method, "seed": config.seed,
+                                            "comparison_run_id": parent})
+    TrialLogger(uri, parent).set_tags({"registered_surrogate": registration.model_uri,
+                                       "registered_surrogate_champion": str(registration.champion).lower()})
+    return registration
 
 
 def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckpoint, splits: Splits,
-                       result: Comparison, recorded: dict[tuple[str, int], Recorded]) -> None:
+                       result: Comparison, recorded: dict[tuple[str, int], Recorded]
+                       ) -> tuple[PostTuneConfig, Recorded, str] | None:
+    """Log the comparison's table, plots and best learned surrogate (a model) on the parent run;
+    returns that surrogate's config, run and model URI (None when no method learned one)."""
     logger = TrialLogger(uri, parent)
     metric, higher = result.metric, result.higher_is_better
     summary: dict[str, float] = {"base_test": result.base_test, **{f"base_{k}": v for k, v in result.base_splits.items()}}
@@ -268,6 +304,7 @@ def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckp
     logger.log_figure(fig, "plots/comparison_bars.png")
     plots.close(fig)
 
+    chosen = None
     learned = [(key, rec) for key, rec in recorded.items() if rec.surrogate_state is not None]
     if learned:
         sign = 1.0 if higher else -1.0
@@ -277,4 +314,6 @@ def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckp
                                   checkpoint=checkpoint, splits=splits)
         logger.set_tags({"best_surrogate_run_id": best.run_id, "best_surrogate_model_uri": model_uri,
                          "best_surrogate": f"{method} seed {seed}"})
+        chosen = (config, best, model_uri)
     client(uri).set_tag(parent, "mlflow.note.content", "```\n" + result.table() + "\n```")
+    return chosen

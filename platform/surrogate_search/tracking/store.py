@@ -105,7 +105,14 @@ def quick_requests(timeout: int = 10) -> Iterator[None]:
     of going through MLflow's own retries (7, with back-off: minutes per call while a server is
     down), so that the caller decides how long to retry. MLflow reads these settings from the
     environment on every request; the previous values are restored."""
-    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+    with environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout))):
+        yield
+
+
+@contextmanager
+def environment(**settings: str) -> Iterator[None]:
+    """Environment variables set for a block (MLflow reads its settings from them on every call),
+    then restored."""
     previous = {key: os.environ.get(key) for key in settings}
     os.environ.update(settings)
     try:

@@ -1,0 +1,137 @@
+"""The model registry as a user meets it: ``compare`` registers its best learned surrogate as the
+champion, ``posttune --surrogate models:/<name>@champion`` post-tunes from those weights without
+learning a surrogate of its own, and a model that is missing or does not fit is a clear error."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow.artifacts
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from surrogate_search.cli import main
+from surrogate_search.tracking.model_registry import CHAMPION, fetch_surrogate, register_surrogate
+from surrogate_search.tracking.store import use_tracking_uri
+
+NAME = "imbalanced_tabular_breast_cancer-deep_embedding-surrogate"
+TASK = ["--task", "imbalanced_tabular", "--option", "dataset=breast_cancer"]
+TINY = ["--steps", "4", "--set", "eval_every=2", "--set", "surrogate.warmup_steps=2", "--set", "surrogate.batch_size=8"]
+
+
+@dataclass
+class Registered:
+    uri: str
+    client: MlflowClient
+    output: str
+    cache: Path
+    checkpoint: str
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory, tabular_checkpoint) -> Registered:
+    """``surrogate-search compare`` (proxy vs deep_embedding, 1 seed, 4 updates) into its own SQLite store."""
+    import contextlib
+    import io
+
+    folder = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    cache = tmp_path_factory.getbasetemp() / "state" / "cache"
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.chdir(folder)  # MLflow puts a SQLite store's artifacts in ./mlruns
+        mp.setenv("SURROGATE_SEARCH_CACHE", str(cache))
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cache.parent / 'mlflow.db'}")  # not the store compare writes to
+        code = main(["-q", "compare", *TASK, "--checkpoint", str(tabular_checkpoint.path.parent), "--methods",
+                     "deep_embedding", "--seeds", "1", "--tracking-uri", uri, *TINY])
+    assert code == 0, out.getvalue()
+    return Registered(uri, MlflowClient(uri), out.getvalue(), cache, str(tabular_checkpoint.path.parent))
+
+
+def test_compare_registers_its_best_surrogate_as_the_champion(registered) -> None:
+    client = registered.client
+    assert f"registered surrogate {NAME} version 1 (val f1 " in registered.output
+    assert f"now @{CHAMPION} (the first)" in registered.output
+    assert f"--surrogate models:/{NAME}@{CHAMPION}" in registered.output
+    assert client.get_registered_model(NAME).aliases == {CHAMPION: 1}
+    version = client.get_model_version_by_alias(NAME, CHAMPION)
+    (parent,) = client.search_runs([client.get_experiment_by_name("imbalanced_tabular_breast_cancer").experiment_id],
+                                   filter_string="tags.run_kind = 'comparison'")
+    best_run = client.get_run(parent.data.tags["best_surrogate_run_id"])
+    assert version.run_id == best_run.info.run_id and version.tags["method"] == "deep_embedding"
+    assert (version.tags["metric"], version.tags["split"]) == ("f1", "val")
+    assert float(version.tags["value"]) == pytest.approx(best_run.data.metrics["best_val/f1"])
+    assert parent.data.tags["registered_surrogate"] == f"models:/{NAME}/1"
+
+
+def test_posttune_starts_from_the_champion_without_learning_a_surrogate(registered, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SURROGATE_SEARCH_CACHE", str(registered.cache))
+    surrogates = registered.cache / "surrogates"
+    cached_before = set(surrogates.glob("*.pt")) if surrogates.exists() else set()
+    # Pretraining asked for, and no surrogate update in the run: the surrogate it logs at the end is
+    # the one it started from, unless it pretrained or learned one after all. No --method: the model's.
+    code = main(["-q", "posttune", *TASK, "--checkpoint", registered.checkpoint, "--surrogate",
+                 f"models:/{NAME}@{CHAMPION}", "--tracking-uri", registered.uri, "--experiment", "from-champion",
+                 *TINY, "--set", "surrogate.pretrain_steps=5", "--set", "surrogate.warmup_steps=0",
+                 "--set", "surrogate.steps_per_model_step=0"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"started from the surrogate models:/{NAME}@{CHAMPION} (models:/{NAME}/1)" in out
+    client = registered.client
+    (run,) = client.search_runs([client.get_experiment_by_name("from-champion").experiment_id])
+    tags = run.data.tags
+    assert tags["method"] == "deep_embedding"
+    assert tags["surrogate_source"] == f"models:/{NAME}@{CHAMPION}"
+    assert tags["surrogate_source_version"] == f"models:/{NAME}/1"
+    assert "surrogate_pretrained" not in tags  # no pretraining step ran
+    assert (set(surrogates.glob("*.pt")) if surrogates.exists() else set()) == cached_before
+    assert math.isfinite(run.data.metrics["test/f1"])
+
+    champion = fetch_surrogate(f"models:/{NAME}@{CHAMPION}", tracking_uri=registered.uri)
+    with use_tracking_uri(registered.uri):
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=tags["surrogate_model_uri"])
+    used = fetch_surrogate(folder)  # a folder works too: the run's own logged model
+    assert used.about == champion.about
+    assert champion.state.keys() == used.state.keys()
+    assert all(torch.equal(champion.state[k], used.state[k]) for k in champion.state)
+
+
+@pytest.mark.parametrize("surrogate, extra, message", [
+    ("models:/no-such-surrogate@champion", [], f"no registered model 'no-such-surrogate' in sqlite:///.* "
+                                               f"\\(registered there: {NAME}\\)"),
+    (f"models:/{NAME}/7", [], f"registered model '{NAME}' has no version 7 \\(versions: 1"),
+    (f"models:/{NAME}@champion", ["--method", "relational"],
+     "was learned by method 'deep_embedding'; the post-tuning asks for method 'relational'"),
+    (f"models:/{NAME}@champion", ["--set", "surrogate.width=32"],
+     "was learned with surrogate.width=64; the post-tuning asks for surrogate.width=32"),
+])
+def test_a_missing_or_mismatched_model_is_a_clear_error(registered, capsys, surrogate, extra, message) -> None:
+    code = main(["-q", "posttune", *TASK, "--checkpoint", registered.checkpoint, "--surrogate", surrogate, *extra,
+                 "--tracking-uri", registered.uri, "--experiment", "refused", *TINY])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+    assert registered.client.get_experiment_by_name("refused") is None  # refused before any run started
+
+
+def test_the_champion_alias_moves_only_to_a_better_version(registered) -> None:
+    first = registered.client.get_model_version(NAME, "1")
+    value = float(first.tags["value"])
+    worse = register_surrogate(first.source, NAME, metric="f1", value=value - 0.1, higher_is_better=True,
+                               tracking_uri=registered.uri)
+    assert (worse.version, worse.champion, worse.previous_version) == ("2", False, "1")
+    assert registered.client.get_registered_model(NAME).aliases[CHAMPION] == 1
+    assert worse.summary().endswith(f"@{CHAMPION} stays version 1, val f1 {value:.4f}")
+    better = register_surrogate(first.source, NAME, metric="f1", value=value + 0.01, higher_is_better=True,
+                                tracking_uri=registered.uri)
+    assert better.champion and registered.client.get_registered_model(NAME).aliases[CHAMPION] == 3
+    assert f"now @{CHAMPION} (was version 1" in better.summary()
+    # A version measured on another metric cannot be compared: the alias stays.
+    other = register_surrogate(first.source, NAME, metric="g_mean", value=1.0, higher_is_better=True,
+                               tracking_uri=registered.uri)
+    assert not other.champion and "has no val g_mean to compare with" in other.summary()
