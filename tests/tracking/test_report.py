@@ -25,6 +25,8 @@ def test_report_reproduces_the_logged_numbers(smoke_comparison, mlflow_server, t
     rows = {r["method"]: r for r in data["rows"]}
     assert list(rows) == ["proxy", "deep_embedding"]
 
+    logged_rows = {r["method"]: r for r in json.load(open(tracking_client.download_artifacts(
+        parent, "comparison.json", str(tmp_path / "logged"))))["rows"]}
     per_method: dict[str, list[float]] = {}
     for child in smoke_comparison.children:
         per_method.setdefault(child.data.tags["method"], []).append(child.data.metrics["test/f1"])
@@ -32,6 +34,9 @@ def test_report_reproduces_the_logged_numbers(smoke_comparison, mlflow_server, t
         assert rows[method]["seeds"] == 2
         assert rows[method]["mean"] == pytest.approx(statistics.fmean(values))
         assert rows[method]["std"] == pytest.approx(statistics.stdev(values))
+        finals = [c.data.metrics["test_final/f1"] for c in smoke_comparison.children if c.data.tags["method"] == method]
+        assert rows[method]["last_update_mean"] == pytest.approx(statistics.fmean(finals))
+        assert rows[method]["last_update_mean"] == pytest.approx(logged_rows[method]["last_update_mean"])
     control = rows["proxy"]["mean"]
     assert rows["deep_embedding"]["vs_proxy_pct"] == pytest.approx(100 * (rows["deep_embedding"]["mean"] - control) / control)
 

@@ -34,6 +34,8 @@ class ReportRow:
     at_val_threshold_std: float | None = None
     at_val_threshold_vs_proxy_pct: float = math.nan
     val_threshold_mean: float | None = None
+    last_update_mean: float = math.nan
+    """The mean test metric of the model after its last update, before the best-validation selection."""
 
 
 @dataclass
@@ -85,7 +87,8 @@ class Report:
         thresholds = f" {'test ' + self.metric + ' @val thr':>22s} {'vs proxy':>9s} {'val thr':>7s}" if tuned else ""
         lines = [f"{self.experiment}: test {self.metric} ({direction}), comparison {self.comparison} "
                  f"(run {self.comparison_run_id}); mean ± std over seeds",
-                 f"{'method':22s} {first:>22s} {'vs proxy':>9s}{thresholds} {'seeds':>5s} {'kept base':>9s}"]
+                 f"{'method':22s} {first:>22s} {'vs proxy':>9s}{thresholds} {'seeds':>5s} {'kept base':>9s} "
+                 f"{'last update':>11s}"]
         if self.base_splits:
             where = ", ".join(f"{name} {value:.4f}" for name, value in self.base_splits.items())
             lines.insert(1, f"base model {self.metric} on splits of val's size: {where}")
@@ -100,7 +103,7 @@ class Report:
                 value, change, threshold = self._at_threshold(r)
                 at = f" {value:>22s} {change:>9s} {threshold:>7s}"
             lines.append(f"{r.method:22s} {r.mean:>13.4f} ± {r.std:<6.4f} {self._change(r):>9s}{at} {r.seeds:>5d} "
-                         f"{r.kept_base:>9d}")
+                         f"{r.kept_base:>9d} {r.last_update_mean:>11.4f}")
         if tuned:
             lines.append(self.threshold_note())
         if self.failed_runs:
@@ -120,7 +123,7 @@ class Report:
 
     def _csv(self) -> str:
         out = io.StringIO()
-        fields = ["method", "mean", "std", "vs_proxy_pct", "seeds", "kept_base"]
+        fields = ["method", "mean", "std", "vs_proxy_pct", "seeds", "kept_base", "last_update_mean"]
         if self.thresholded:
             fields += ["at_val_threshold_mean", "at_val_threshold_std", "at_val_threshold_vs_proxy_pct",
                        "val_threshold_mean"]
@@ -195,6 +198,7 @@ def comparison_report(experiment: str, *, run_id: str | None = None, tracking_ur
     at_threshold: dict[str, list[float]] = {}
     thresholds: dict[str, list[float]] = {}
     kept: dict[str, int] = {}
+    last: dict[str, list[float]] = {}
     failed = 0
     for child in children:
         key = child.data.tags.get("test_metric", f"test/{metric}")
@@ -204,6 +208,9 @@ def comparison_report(experiment: str, *, run_id: str | None = None, tracking_ur
         method = child.data.tags.get("method", "?")
         values.setdefault(method, []).append(child.data.metrics[key])
         kept[method] = kept.get(method, 0) + int(child.data.metrics.get("best_step", -1) == 0)
+        final = key.replace("test/", "test_final/", 1)
+        if final in child.data.metrics:
+            last.setdefault(method, []).append(child.data.metrics[final])
         if f"{key}_at_val_threshold" in child.data.metrics:  # a classification task's val-tuned threshold
             at_threshold.setdefault(method, []).append(child.data.metrics[f"{key}_at_val_threshold"])
             thresholds.setdefault(method, []).append(child.data.metrics["val_threshold"])
@@ -220,6 +227,8 @@ def comparison_report(experiment: str, *, run_id: str | None = None, tracking_ur
         mean, std = mean_std(values[method])
         row = ReportRow(method, mean, std, change(values[method], values.get(CONTROL)), len(values[method]),
                         kept.get(method, 0))
+        if last.get(method):
+            row.last_update_mean = statistics.fmean(last[method])
         if method in at_threshold:
             row.at_val_threshold_mean, row.at_val_threshold_std = mean_std(at_threshold[method])
             row.at_val_threshold_vs_proxy_pct = change(at_threshold[method], at_threshold.get(CONTROL))
