@@ -85,7 +85,8 @@ def test_posttuning_shows_its_progress_on_rank_0_only(progress_lines, tabular_ch
     assert progress_lines() == []
     posttune(config, tabular_checkpoint)
     lines = progress_lines()
-    assert any(re.match(r"proxy seed 0: step 2/4 \(50%\), val f1 [\d.]+, best [\d.]+, ", line) for line in lines), lines
+    # F1 is selected at the threshold chosen on val (selection=auto), and the line names what is compared.
+    assert any(re.match(r"proxy seed 0: step 2/4 \(50%\), val f1_best_threshold [\d.]+, best [\d.]+, ", line) for line in lines), lines
 
 
 def test_the_command_line_logs_time_level_and_progress(tmp_path) -> None:
