@@ -46,16 +46,17 @@ def main() -> None:
     metric = task.metric_name
     print(f"base {metric}: source test {task.evaluate(base, source.test)[metric]:.0f}, "
           f"target val {task.evaluate(base, target.val)[metric]:.0f}, target test {task.evaluate(base, target.test)[metric]:.0f}")
+    methods = args.methods.split(",")
     results: dict[str, list[float]] = {}
-    for method in args.methods.split(","):
+    for method in methods:
         for seed in range(args.seeds):
             config = PostTuneConfig.for_task(task, {**parse_assignments(args.set), "method": method, "seed": seed})
             result = posttune(config, checkpoint, splits=splits)
             results.setdefault(method, []).append(result.test[metric])
             print(f"{method} seed {seed}: target test {result.test[metric]:.0f} (best step {result.best_step}, "
                   f"{result.seconds:.0f}s)", flush=True)
-    control = statistics.fmean(results[args.methods.split(",")[0]])
-    print(f"{'method':24s} {'target test ' + metric:>24s} {'vs ' + args.methods.split(',')[0]:>9s}")
+    control = statistics.fmean(results[methods[0]])
+    print(f"{'method':24s} {'target test ' + metric:>24s} {'vs ' + methods[0]:>9s}")
     for method, values in results.items():
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"{method:24s} {statistics.fmean(values):>13.1f} ± {spread:<8.1f} {100 * (statistics.fmean(values) / control - 1):>+8.1f}%")

@@ -70,17 +70,25 @@ def selection_key(task: Task, config: PostTuneConfig) -> str:
     return f"val/{task.metric_name}_best_threshold" if by_threshold else f"val/{task.metric_name}"
 
 
+def best_val_threshold(task: Task, model: nn.Module, val: Split, *,
+                       device: torch.device | str = "cpu") -> tuple[float, float] | None:
+    """``(threshold, metric there)``: ``model``'s decision threshold that is best on ``val``; None
+    when the task's metric is not a confusion-matrix metric (there is no threshold to choose)."""
+    if not isinstance(task.metric, ConfusionMatrixMetric):
+        return None
+    return task.metric.best_threshold(task.predict_split(model, val, device=device).numpy(), val.labels)
+
+
 def tune_threshold(task: Task, model: nn.Module, splits: Splits, *,
                    device: torch.device | str = "cpu") -> TunedThreshold | None:
     """Choose ``model``'s decision threshold on ``splits.val`` and score test at it; None when the
-    task's metric is not a confusion-matrix metric (there is no threshold to choose). Test is never
-    looked at while choosing."""
-    if not judged_by_confusion_matrix(task):
+    task's metric is not a confusion-matrix metric. Test is never looked at while choosing."""
+    best = best_val_threshold(task, model, splits.val, device=device)
+    if best is None:
         return None
+    threshold, val_value = best
     metric = task.metric
     assert isinstance(metric, ConfusionMatrixMetric)
-    val = task.predict_split(model, splits.val, device=device).numpy()
-    threshold, val_value = metric.best_threshold(val, splits.val.labels)
     test = task.predict_split(model, splits.test, device=device).numpy()
     return TunedThreshold(threshold, val_value, metric.at_threshold(test, splits.test.labels, threshold))
 
@@ -210,9 +218,9 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     def evaluate(step: int, extra: dict[str, float]) -> dict[str, float]:
         val = task.evaluate(_unwrap(model), splits.val, device=device)
         row = {"step": float(step), **{f"val/{k}": v for k, v in val.items()}, **extra}
-        if isinstance(task.metric, ConfusionMatrixMetric):
-            scores = task.predict_split(_unwrap(model), splits.val, device=device).numpy()
-            row[f"val/{task.metric_name}_best_threshold"] = task.metric.best_threshold(scores, splits.val.labels)[1]
+        best = best_val_threshold(task, _unwrap(model), splits.val, device=device)
+        if best is not None:
+            row[f"val/{task.metric_name}_best_threshold"] = best[1]
         if probe is not None:
             row.update(probe(loss_fn, _unwrap(model)))
         row["seconds"] = time.perf_counter() - started
