@@ -24,7 +24,7 @@ from torch import nn
 from surrogate_search.checkpoint import BaseCheckpoint
 from surrogate_search.compare import Comparison, compare
 from surrogate_search.config import PostTuneConfig
-from surrogate_search.posttune import PostTuneResult, WorkerContext, posttune
+from surrogate_search.posttune import PostTuneResult, WorkerContext, posttune, selection_key
 from surrogate_search.sampling import GlobalSampler, LocalSampler, Pairs
 from surrogate_search.surrogates import LearnedSurrogateLoss, SavedSurrogate, create_loss, loss_class, save_surrogate, spearman
 from surrogate_search.surrogates.saved import ABOUT_FILE, STATE_FILE
@@ -82,8 +82,10 @@ def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger:
     best: dict[str, Any] = {"value": None, "state": None}
     learned = loss_class(config.method).learned
 
+    selected_by = selection_key(task, config)  # what posttune's best-validation selection compares
+
     def keep_best(metrics: dict[str, float], state_fn: Any) -> None:
-        value = metrics.get(f"val/{metric}")
+        value = metrics.get(selected_by)
         if value is not None and is_better(value, best["value"], higher):
             best["value"] = value
             if learned:
