@@ -42,6 +42,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, track: bool 
     in the task's experiment (metrics per evaluation, config, curve, a learned surrogate as a model)."""
     from surrogate_search.posttune import posttune as run
 
+    config.validate()  # a config changed after it was built fails here, before a run exists in MLflow
     if not track:
         return run(config, checkpoint, cache_dir=cache_dir)
     from surrogate_search.tracking import start_run, task_experiment_name, tracked_posttune
