@@ -108,6 +108,15 @@ def test_cli_rejects_a_bad_space_without_starting_ray(case: str, tmp_path: Path)
     assert "ray imported: False" in done.stdout
 
 
+def test_a_yaml_syntax_error_is_one_line_with_where_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: broken\ntask: {name: imbalanced_tabular\nspace:\n  lr: [1e-4, 1e-2\n", encoding="utf-8")
+    with pytest.raises(SpaceError) as info:
+        load_space(path)
+    assert str(info.value) == (f"{path}: not valid YAML at line 3, column 6: expected ',' or '}}', but got ':' "
+                               f"(while parsing a flow mapping that starts at line 2, column 7)")
+
+
 def test_override_reaches_budget_and_space(tmp_path: Path) -> None:
     spec = load_space(REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml",
                       overrides={"budget.trials": 5, "space.lr.high": 0.5, "posttune.steps": 8})

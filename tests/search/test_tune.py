@@ -14,7 +14,7 @@ import pytest
 
 from surrogate_search.search import load_space
 from surrogate_search.search.train import read_metrics_log
-from surrogate_search.search.outcome import BEST_CONFIG, STUDY_DB, load_best_config
+from surrogate_search.search.outcome import BEST_CONFIG, STUDY_DB, StorageError, check_search_dir, load_best_config
 from surrogate_search.search.resources import ResourceError, driver_resources, plan_resources, trial_resources
 from surrogate_search.search.tune import run_search
 
@@ -67,6 +67,15 @@ def test_one_worker_trials_run_inline_holding_only_their_worker() -> None:
     assert trial_resources(spec.budget) == {"CPU": 1.0}
     # Two workers per trial (the smoke file's setting) is a Ray Train run.
     assert load_space(SMOKE).budget.trial_runner == "train"
+
+
+def test_the_search_folder_is_checked_before_anything_is_made(tmp_path) -> None:
+    with pytest.raises(StorageError, match=r"--resume: there is no search to resume at .*searches: none"):
+        check_search_dir(tmp_path / "searches" / "tabular_f1_smoke", resume=True)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(StorageError, match=r"a_file is a file, not a folder; pass another --storage"):
+        check_search_dir(tmp_path / "a_file" / "tabular_f1_smoke", resume=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing made
 
 
 def test_a_trial_that_can_never_fit_fails_at_once_with_the_arithmetic(ray_token, base_checkpoint_dir, tmp_path) -> None:

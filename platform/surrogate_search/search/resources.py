@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from surrogate_search.search.space import Budget, SearchSpec
@@ -36,7 +37,7 @@ def plan_resources(spec: SearchSpec, cluster: dict[str, float]) -> ResourcePlan:
     never fit."""
     b = spec.budget
     driver = b.driver_cpus if b.trial_runner == "train" else 0.0
-    cpus = driver + b.workers_per_trial * b.cpus_per_worker
+    cpus = trial_cpus(b)
     gpus = b.workers_per_trial * b.gpus_per_worker
     have_cpus, have_gpus = float(cluster.get("CPU", 0.0)), float(cluster.get("GPU", 0.0))
     arithmetic = (f"a trial needs {driver:g} driver CPU + {b.workers_per_trial} workers x "
@@ -52,6 +53,28 @@ def plan_resources(spec: SearchSpec, cluster: dict[str, float]) -> ResourcePlan:
     if gpus:
         fits = min(fits, math.floor(have_gpus / gpus + 1e-9))
     return ResourcePlan(cpus, gpus, have_cpus, have_gpus, max(1, min(b.concurrency, fits)), b.trial_runner)
+
+
+def trial_cpus(budget: Budget) -> float:
+    """CPUs one trial holds: its driver's (a Ray Train trial) and its workers'."""
+    driver = budget.driver_cpus if budget.trial_runner == "train" else 0.0
+    return driver + budget.workers_per_trial * budget.cpus_per_worker
+
+
+def local_cluster(num_cpus: int | None = None) -> dict[str, float]:
+    """What Ray started in this process holds: ``num_cpus`` (default: the CPUs Ray detects, a
+    container's limit included) and the GPUs torch sees. Known before Ray starts, so a trial that
+    does not fit costs no Ray start-up."""
+    import torch
+
+    if num_cpus is None:
+        try:
+            from ray._private.utils import get_num_cpus  # Ray's own count: what ray.init would find
+
+            num_cpus = int(get_num_cpus())
+        except ImportError:
+            num_cpus = os.cpu_count() or 1
+    return {"CPU": float(num_cpus), "GPU": float(torch.cuda.device_count())}
 
 
 def trial_resources(budget: Budget) -> dict[str, float]:
