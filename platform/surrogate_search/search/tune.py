@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from surrogate_search.search.outcome import (MLFLOW_RUN_KEY, RUN_KEY, TRAIN_DIR, TRIAL_KEY, SearchOutcome,
                                              check_search_dir, summarize)
-from surrogate_search.search.resources import ResourcePlan, local_cluster, plan_resources, trial_resources
+from surrogate_search.search.resources import (ResourcePlan, fit_to_machine, local_cluster, plan_resources,
+                                               trial_cpus, trial_resources)
 from surrogate_search.search.space import SearchSpec
 from surrogate_search.search.study import open_study, requeue_interrupted, searcher_class
 
@@ -80,7 +81,8 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
     study holds ``spec.budget.trials`` finished (complete or pruned) trials.
 
     ``address``: a running cluster (``"auto"``, ``"ray://..."``, or ``RAY_ADDRESS``); ``None``
-    starts Ray in this process with ``num_cpus`` logical CPUs (default: this machine's cores).
+    starts Ray in this process with ``num_cpus`` logical CPUs (default: this machine's cores), and a
+    trial that needs more than that is made to fit (see :func:`.resources.fit_to_machine`; logged).
     Nothing is created and Ray is not started until the folder, the tracking store, the trial's
     resources and the base checkpoint have passed their checks.
     ``points_to_evaluate``: parameter sets to try first (Optuna's enqueued trials).
@@ -110,9 +112,15 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
 
     address = address or os.environ.get("RAY_ADDRESS")
     local = not ray.is_initialized() and not address
-    if local:  # this machine alone: what it holds is known before Ray starts
+    if local:  # this machine alone: a trial larger than it is made to fit (a cluster's budget is kept)
         machine = local_cluster(num_cpus)
         num_cpus = int(machine["CPU"])  # what Ray is started with below
+        written = spec.budget
+        spec, changes = fit_to_machine(spec, machine)
+        if changes:
+            log.info("local mode: a trial of %s needs %g CPUs and %g GPUs, this machine has %g and %g; for this "
+                     "run: %s", spec.path.name, trial_cpus(written), written.workers_per_trial * written.gpus_per_worker,
+                     machine["CPU"], machine["GPU"], "; ".join(changes))
         plan_resources(spec, machine)
     started_ray = False
     try:
