@@ -93,6 +93,7 @@ def base_models(args: argparse.Namespace) -> dict[str, object]:
 
 def search(args: argparse.Namespace, text_checkpoint: object) -> dict[str, object]:
     from surrogate_search import load_space, run_search
+    from surrogate_search.search.outcome import STUDY_DB
 
     overrides = {"budget.trials": args.trials, "posttune.steps": args.search_steps,
                  "posttune.eval_every": max(1, args.search_steps // 2),
@@ -105,7 +106,8 @@ def search(args: argparse.Namespace, text_checkpoint: object) -> dict[str, objec
     if args.skip_search:
         return spec.trial_config({}).to_dict()
     banner(f"2. search: {Path(args.space).name}, {args.trials} trials x {args.search_steps} steps (Ray Tune + Optuna)")
-    outcome = run_search(spec, storage=Path(args.runs) / "search", resume=True, address=args.address,
+    storage = Path(args.runs) / "search"  # a search this job began before is continued
+    outcome = run_search(spec, storage=storage, resume=(storage / spec.name / STUDY_DB).exists(), address=args.address,
                          tracking_uri=args.tracking_uri)
     print(outcome.summary())
     print(f"its trials, live or finished: .venv/bin/surrogate-search dashboard {outcome.search_dir}  "

@@ -38,7 +38,7 @@ def test_missing_checkpoint_says_how_to_make_one(tmp_path) -> None:
 def assert_refused_safely(message: str, file) -> None:
     """What a user reads for a file that is not ours: what it is, the path, how to get a good one,
     and never torch's advice to load it with weights_only=False."""
-    assert f"{file} is not a valid surrogate-search checkpoint" in message
+    assert f"{file} is not a valid surrogate-search checkpoint" in message or f"{file} is not a safe checkpoint" in message
     assert "surrogate-search pretrain --task" in message
     assert "weights_only" not in message
 
@@ -66,7 +66,7 @@ class Malicious:
         return (open, (self.marker, "w"))
 
 
-@pytest.mark.parametrize("layout", ["torch.save", "bare pickle"])
+@pytest.mark.parametrize("layout", ["torch.save", "bare pickle", "default pickle"])
 def test_malicious_pickle_is_refused_without_running_it(tmp_path, layout) -> None:
     marker = tmp_path / "code_ran"
     path = tmp_path / "base" / "model.pt"
@@ -74,6 +74,10 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, layout) -> Non
     payload = {"format": "surrogate-search/base-model/v1", "payload": Malicious(marker)}
     if layout == "torch.save":
         torch.save(payload, path)
+    elif layout == "default pickle":
+        # Protocol 4+: torch's unpickler stops at the frame, before the import, so the import is
+        # found by reading the opcodes (pickletools, which runs nothing).
+        path.write_bytes(pickle.dumps(payload))
     else:
         path.write_bytes(pickle.dumps(payload, protocol=2))  # torch's unpickler reads protocol 2 up to the import
         # The file is truly malicious: an ordinary unpickler runs it.
@@ -84,7 +88,7 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path, layout) -> Non
         load_checkpoint(path.parent)
     assert not marker.exists()
     assert_refused_safely(str(error.value), path)
-    assert "it asks to import io.open, which a checkpoint never needs" in str(error.value)
+    assert f"{path} is not a safe checkpoint: it asks to import io.open, which a checkpoint never needs" in str(error.value)
     assert error.value.__cause__ is None  # no chained torch error repeating its advice in a traceback
 
 
@@ -189,6 +193,18 @@ def test_a_base_pretrained_with_other_task_options_is_replaced_only_in_a_folder_
 
     replaced = ensure_base_checkpoint(wanted, tmp_path / "base", replace_stale=True)  # `make run`'s own folder
     assert pretrained == [{"dataset": "digits"}] and replaced.task_options == {"dataset": "digits"}
+
+
+def test_a_missing_checkpoint_file_is_refused_not_pretrained_into(tmp_path, monkeypatch) -> None:
+    import sys
+
+    from surrogate_search.pretrain import ensure_base_checkpoint
+
+    pretrained = []
+    monkeypatch.setattr(sys.modules["surrogate_search.pretrain"], "pretrain", lambda *a, **kw: pretrained.append(a))
+    with pytest.raises(CheckpointError, match=f"no checkpoint at {tmp_path / 'base.pt'} .*--task imbalanced_tabular"):
+        ensure_base_checkpoint(get_task("imbalanced_tabular"), tmp_path / "base.pt")
+    assert pretrained == [] and not (tmp_path / "base.pt").exists()
 
 
 def test_each_model_family_gets_its_own_default_base_folder() -> None:

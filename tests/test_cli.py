@@ -89,3 +89,23 @@ def test_device_and_amp_flags_are_the_config_keys() -> None:
     assert (config.device, config.amp) == ("cuda", True)
     plain = build_parser().parse_args(["compare", "--task", "imbalanced_tabular", "--set", "device=cpu"])
     assert load_config_overrides(plain) == {"device": "cpu"}  # no flag: --set and the defaults decide
+
+
+def test_steps_0_is_refused_not_read_as_not_given(tmp_path, capsys) -> None:
+    args = build_parser().parse_args(["posttune", "--task", "imbalanced_tabular", "--steps", "0"])
+    assert load_config_overrides(args)["steps"] == 0
+    assert main(["posttune", "--task", "imbalanced_tabular", "--steps", "0", "--checkpoint", str(tmp_path / "base")]) == 2
+    assert capsys.readouterr().err == "error: post-tuning config: steps must be an integer >= 1, got 0\n"
+    assert not (tmp_path / "base").exists()  # refused before pretraining
+
+
+def test_a_loss_that_diverges_is_a_failed_run_with_one_line(tabular_checkpoint, monkeypatch, capsys) -> None:
+    from surrogate_search.surrogates.proxy import ProxyContinuation
+
+    monkeypatch.setattr(ProxyContinuation, "model_loss", lambda self, outputs, batch: (outputs.sum() * float("nan"), {}))
+    code = main(["posttune", "--task", "imbalanced_tabular", "--option", "dataset=breast_cancer", "--method", "proxy",
+                 "--checkpoint", str(tabular_checkpoint.path.parent), "--steps", "2", "--set", "lr=0.5", "--no-track"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err  # the input was fine: the run failed
+    assert err.splitlines()[-1] == ("error: the proxy loss is not finite ([nan]) at step 1; the model was not updated. "
+                                    "Lower lr (the model's step size, now 0.5).")

@@ -5,7 +5,7 @@ import statistics
 import pytest
 
 from surrogate_search.cli import main
-from surrogate_search.compare import compare
+from surrogate_search.compare import check_seeds, compare
 from surrogate_search.registry import UnknownNameError
 
 
@@ -79,3 +79,17 @@ def test_cli_compare_prints_the_table(tabular_checkpoint, capsys) -> None:
     out = capsys.readouterr().out
     assert code == 0
     assert "weighted_proxy" in out and "proxy" in out and "vs proxy" in out
+
+
+def test_seeds_are_checked_before_anything_runs(tmp_path, capsys) -> None:
+    assert check_seeds(range(3)) == [0, 1, 2]
+    with pytest.raises(ValueError, match="seeds must name at least one seed, got none .*--seeds N .* must be >= 1"):
+        check_seeds(range(0))
+    with pytest.raises(ValueError, match="seeds must be distinct, got 1 twice"):
+        check_seeds([0, 1, 1])
+    with pytest.raises(ValueError, match="seeds must be integers, got '2'"):
+        check_seeds([0, "2"])
+    # On the command line, before a base model is pretrained (there is none here) or a run started.
+    assert main(["compare", "--task", "imbalanced_tabular", "--seeds", "0", "--checkpoint", str(tmp_path / "base")]) == 2
+    assert capsys.readouterr().err.startswith("error: compare: seeds must name at least one seed")
+    assert not (tmp_path / "base").exists()

@@ -123,11 +123,17 @@ def test_config_errors_name_the_key_and_value() -> None:
         PostTuneConfig.from_dotted({"anyloss.amplification": 0}).validate()
     with pytest.raises(KeyError, match="unknown method 'relatonal'.*Did you mean 'relational'"):
         PostTuneConfig.from_dotted({"method": "relatonal"}).validate()
-    with pytest.raises(ValueError, match="steps must be > 0, got -3"):
+    with pytest.raises(ValueError, match="steps must be an integer >= 1, got -3"):
         PostTuneConfig.from_dotted({"steps": -3}).validate()
+    with pytest.raises(ValueError, match=r"^post-tuning config: lr must be in \(0, 1\] .*, got 1e\+30$"):
+        PostTuneConfig.from_dotted({"lr": 1e30}).validate()
+    with pytest.raises(ValueError, match=r"surrogate.lr must be in \(0, 1\] .*, got -0.001"):
+        PostTuneConfig.from_dotted({"surrogate.lr": -1e-3}).validate()
+    with pytest.raises(ValueError, match="lr must be a number, got 'fast'"):
+        PostTuneConfig.from_dotted({"lr": "fast"})
     with pytest.raises(ValueError, match="sampling.local_ratio must be in \\[0, 1\\], got 1.5"):
         PostTuneConfig.from_dotted({"sampling.local_ratio": 1.5}).validate()
-    with pytest.raises(ValueError, match="surrogate.width must be int, got 'wide'"):
+    with pytest.raises(ValueError, match="surrogate.width must be an integer, got 'wide'"):
         PostTuneConfig.from_dotted({"surrogate.width": "wide"})
     assert PostTuneConfig.from_dotted({"surrogate.width": 32.0, "lr": 1}).surrogate.width == 32
 

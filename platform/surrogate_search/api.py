@@ -48,6 +48,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, track: bool 
     (:func:`fetch_surrogate`)."""
     from surrogate_search.posttune import posttune as run
 
+    config.validate()  # a config changed after it was built fails here, before a run exists in MLflow
     if not track:
         return run(config, checkpoint, cache_dir=cache_dir, surrogate=surrogate)
     from surrogate_search.tracking import start_run, task_experiment_name, tracked_posttune

@@ -11,10 +11,14 @@ the task's data or labelling changed is refused instead of being post-tuned into
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import pickle
+import pickletools
 import re
 import shlex
+import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,14 +139,47 @@ def save_checkpoint(path: str | Path, task: Task, model: nn.Module, model_option
     return file
 
 
-def _unreadable_reason(exc: BaseException) -> str:
+SAFE_IMPORTS = ("torch.", "collections.OrderedDict")
+"""What a checkpoint's pickle imports (tensors, storages, ordered dicts); anything else is code."""
+
+
+def pickled_imports(file: Path) -> list[str]:
+    """What the pickles in ``file`` (a bare pickle, torch's legacy format of several pickles, or the
+    ``data.pkl`` of torch's zip format) ask to import, read with ``pickletools``, which runs nothing.
+    Stops at the first bytes that are not a pickle (torch's raw tensor data, or damage)."""
+    found: list[str] = []
+    try:
+        if zipfile.is_zipfile(file):
+            with zipfile.ZipFile(file) as archive:
+                inner = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                data = archive.read(inner) if inner else b""
+        else:
+            data = file.read_bytes()
+        stream = io.BytesIO(data)
+        while stream.tell() < len(data):
+            strings: list[str] = []
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):  # "module name"
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:  # module and name pushed just before
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                if isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # not (or no longer) a pickle
+        pass
+    return found
+
+
+def _unreadable_reason(file: Path, exc: BaseException) -> str:
     """Why torch could not read a file, in our words. Torch's own message for a refused pickle
     advises retrying with ``weights_only=False`` or allow-listing the object, either of which would
     run the code of a file from elsewhere: it is never shown."""
     found = re.search(r"GLOBAL ([\w.]+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
-    if found:
-        return f"it asks to import {found.group(1)}, which a checkpoint never needs (it may be malicious)"
-    return "the file is empty, truncated, damaged or not a torch checkpoint"
+    unsafe = [found.group(1)] if found else [name for name in pickled_imports(file) if not name.startswith(SAFE_IMPORTS)]
+    if unsafe:
+        return (f"is not a safe checkpoint: it asks to import {unsafe[0]}, which a checkpoint never needs "
+                f"(it may be malicious)")
+    return "is not a valid surrogate-search checkpoint: the file is empty, truncated, damaged or not a torch checkpoint"
 
 
 def load_checkpoint(path: str | Path, expected_task: str | None = None) -> BaseCheckpoint:
@@ -154,13 +191,16 @@ def load_checkpoint(path: str | Path, expected_task: str | None = None) -> BaseC
     as version 1)."""
     file = checkpoint_file(path)
     if not file.exists():
-        raise CheckpointError(f"no checkpoint at {file} (train one with `surrogate-search pretrain --task TASK --out {file.parent}`)")
+        raise CheckpointError(f"no checkpoint at {file} (train one with `surrogate-search pretrain --task "
+                              f"{expected_task or 'TASK'} --out {file.parent}`)")
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a pickle protocol it did not write: the error below says it all
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and weights-only errors all mean "not a checkpoint we can trust"
         # `from None`: the chained torch error would repeat its advice to load with weights_only=False.
         raise CheckpointError(
-            f"{file} is not a valid surrogate-search checkpoint: {_unreadable_reason(exc)}. It was refused and "
+            f"{file} {_unreadable_reason(file, exc)}. It was refused and "
             f"nothing in it was run; do not load it any other way. Make a good one with "
             f"`surrogate-search pretrain --task {expected_task or 'TASK'} --out {file.parent}` "
             f"(or copy model.pt again from the folder it was pretrained in).") from None

@@ -76,7 +76,7 @@ def load_config_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"{args.config}: expected a mapping of post-tuning settings, got {type(loaded).__name__}")
         overrides.update(flatten(loaded.get("posttune", loaded)))
     overrides.update(parse_assignments(getattr(args, "set", [])))
-    if getattr(args, "steps", None):
+    if getattr(args, "steps", None) is not None:  # --steps 0 is refused by the config, not read as "not given"
         overrides["steps"] = args.steps
     if getattr(args, "device", None):
         overrides["device"] = args.device
@@ -103,7 +103,7 @@ def _recorded(result: Any, kind: str = "run") -> str:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from surrogate_search import api
-    from surrogate_search.compare import comparison_methods
+    from surrogate_search.compare import check_seeds, comparison_methods
     from surrogate_search.config import PostTuneConfig
     from surrogate_search.pretrain import ensure_base_checkpoint
     from surrogate_search.tasks import get_task
@@ -126,14 +126,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ValueError("compare needs --task, or --from-search with a search's folder or best_config.yaml")
     task = get_task(task_name, seed=data_seed or 0, **options)
     methods = args.methods.split(",") if args.methods else None
-    # Settings and method names are checked before a base model is pretrained or a run is started.
+    # Settings, method names and seeds are checked before a base model is pretrained or a run is started.
     PostTuneConfig.for_task(task, overrides)
     comparison_methods(task, methods)
+    seeds = check_seeds(range(args.seeds))
     uri = _tracking_uri(args)
     if args.registered_model_name and uri is None:
         raise ValueError("--registered-model-name registers in MLflow: drop --no-track")
     checkpoint = ensure_base_checkpoint(task, checkpoint_path, cache_dir=args.cache_dir)
-    result = api.compare(checkpoint, overrides, methods=methods, seeds=range(args.seeds), cache_dir=args.cache_dir,
+    result = api.compare(checkpoint, overrides, methods=methods, seeds=seeds, cache_dir=args.cache_dir,
                          track=uri is not None, tracking_uri=uri, experiment=args.experiment,
                          comparison_id=args.comparison_id, registered_model_name=args.registered_model_name)
     print(result.table())
@@ -337,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="surrogate-search",
-        description="Learn differentiable surrogates of non-differentiable metrics and post-tune models with them.",
+        description="Learn differentiable surrogates of non-differentiable metrics and post-tune models with them. "
+                    "Exit status: 0 done; 1 the work ran and failed (a loss that diverged, a search without a "
+                    "finished trial); 2 refused before any work started (bad input, or a store, folder or "
+                    "cluster that cannot be used as asked), with one `error: ...` line.",
         epilog=_epilog(""), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=version_line())
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results, not progress")
@@ -434,13 +438,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_FAILED = 1
+"""The work started and failed (a loss that diverged): nothing about the input was wrong."""
+EXIT_REFUSED = 2
+"""Refused before any work (no pretraining, no MLflow run, no Ray): bad input, or a store, folder
+or cluster that cannot be used as asked. argparse's own usage errors exit 2 as well."""
+
+
+def _error_line(exc: BaseException) -> str:
+    # One line, whatever the message holds (a YAML error quotes the file over several lines).
+    return "error: " + "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a refused input or a failed run prints one ``error: ...`` line on stderr
+    and returns ``EXIT_REFUSED`` or ``EXIT_FAILED`` (``SURROGATE_SEARCH_DEBUG=1`` adds the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     from surrogate_search.checkpoint import CheckpointError
     from surrogate_search.plugins import add_plugins
     from surrogate_search.progress import configure_logging
     from surrogate_search.registry import UnknownNameError
     from surrogate_search.search.space import SpaceError
+    from surrogate_search.surrogates import SurrogateDivergedError
     from surrogate_search.tracking.store import TrackingUnavailableError
 
     try:
@@ -455,8 +474,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             TrackingUnavailableError) as exc:
         if os.environ.get("SURROGATE_SEARCH_DEBUG"):
             traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(_error_line(exc), file=sys.stderr)
+        return EXIT_REFUSED
+    except SurrogateDivergedError as exc:
+        if os.environ.get("SURROGATE_SEARCH_DEBUG"):
+            traceback.print_exc()
+        print(_error_line(exc), file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

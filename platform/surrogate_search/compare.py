@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,22 @@ def comparison_methods(task: Task, methods: Sequence[str] | None = None) -> list
     if skipped:
         log.info("not applicable to %s (metric %s): %s", task.name, task.metric_name, ", ".join(skipped))
     return [CONTROL, *(m for m in requested if m in applicable and m != CONTROL)]
+
+
+def check_seeds(seeds: Iterable[int]) -> list[int]:
+    """The seeds of a comparison, as a list: at least one, each an integer, none twice. Fails before
+    anything runs (``statistics`` would fail only after every method had run, on an empty column)."""
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("compare: seeds must name at least one seed, got none (on the command line, --seeds N "
+                         "runs seeds 0 to N-1 and must be >= 1)")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int)]
+    if bad:
+        raise ValueError(f"compare: seeds must be integers, got {bad[0]!r}")
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ValueError(f"compare: seeds must be distinct, got {twice[0]} twice in {seeds}")
+    return seeds
 
 
 @dataclass
@@ -187,6 +203,7 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
     """Post-tune ``checkpoint`` with each method and seed from one config (the task's defaults, then
     ``overrides``); ``run`` lets a caller run each post-tuning elsewhere (a Ray Train trainer, a
     tracked run); by default it runs here, in-process."""
+    seeds = check_seeds(seeds)
     task = checkpoint.build_task()
     methods = comparison_methods(task, methods)
     base = PostTuneConfig.for_task(task, overrides).replace(method=CONTROL)

@@ -136,7 +136,7 @@ class PostTuneConfig:
 
     def validate(self) -> PostTuneConfig:
         loss_class(self.method)  # an unknown method lists the known ones
-        check_range("", self, positive=("steps", "batch_size", "eval_every", "lr"))
+        check_range("", self, positive=("steps", "batch_size", "eval_every"), step_size=("lr",))
         if self.data not in ("tune", "train"):
             raise ValueError(f"post-tuning config: data must be 'tune' or 'train', got {self.data!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -190,5 +190,6 @@ def _coerce(value: Any, default: Any, key: str) -> Any:
     if isinstance(default, int) and isinstance(value, float) and value.is_integer():
         return int(value)
     if default is not None and not isinstance(value, type(default)):
-        raise ValueError(f"post-tuning config: {key} must be {type(default).__name__}, got {value!r}")
+        kind = {float: "a number", int: "an integer", str: "a string"}.get(type(default), type(default).__name__)
+        raise ValueError(f"post-tuning config: {key} must be {kind}, got {value!r}")
     return value

@@ -139,7 +139,11 @@ def model_step(task: Task, model: nn.Module, loss_fn: PostTuneLoss, optimizer: t
     with autocast:
         outputs = task.forward(model, batch)
     loss, stats = loss_fn.model_loss(outputs.float(), batch)
-    check_finite(loss, f"the {loss_fn.name} loss", step=step)
+    # A fixed loss diverges through the model's weights (too large a step); a learned one may be its surrogate's fault.
+    hint = f"Lower lr (the model's step size, now {optimizer.param_groups[0]['lr']:g})"
+    check_finite(loss, f"the {loss_fn.name} loss",
+                 hint=f"{hint}, or surrogate.lr, or raise surrogate.grad_penalty." if loss_fn.learned else f"{hint}.",
+                 step=step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

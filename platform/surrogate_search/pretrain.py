@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from surrogate_search.checkpoint import (BaseCheckpoint, CheckpointError, StaleCheckpointError, load_checkpoint,
-                                        save_checkpoint)
+from surrogate_search.checkpoint import (BaseCheckpoint, CheckpointError, StaleCheckpointError, checkpoint_file,
+                                        load_checkpoint, save_checkpoint)
 from surrogate_search.progress import Progress
 from surrogate_search.tasks import Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
@@ -139,7 +139,9 @@ def ensure_base_checkpoint(task: Task, path: str | Path | None = None, *, cache_
             raise
         log.warning("%s; pretraining it again", exc)  # the folder is the caller's to replace
     except CheckpointError:
-        if not pretrain_if_missing or (path / "model.pt").exists() or path.is_file():
+        # A path that names a file (``base/model.pt``) is read, never pretrained into: pretraining
+        # writes a folder.
+        if not pretrain_if_missing or (path / "model.pt").exists() or checkpoint_file(path) == path:
             raise
     log.info("pretraining a base model at %s with the %s proxy loss", path, task.name)
     pretrain(task, path, cache_dir=cache_dir, **(pretrain_options or {}))

@@ -33,15 +33,25 @@ def is_better(value: float, best: float | None, higher_is_better: bool, min_delt
     return value > best + min_delta if higher_is_better else value < best - min_delta
 
 
+MAX_STEP_SIZE = 1.0
+"""The largest learning rate a config accepts. Adam moves every weight by about the learning rate
+per update, so a larger one is a typo (``1e30`` for ``1e-3``), and it would diverge at once."""
+
+
 def check_range(section: str, options: Any, *, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
-                unit: tuple[str, ...] = ()) -> None:
-    """Fail with the dotted key and the value when an option is out of range (NaN never passes)."""
+                unit: tuple[str, ...] = (), step_size: tuple[str, ...] = ()) -> None:
+    """Fail with the dotted key, the value and the allowed range when an option is out of range
+    (NaN never passes). ``step_size``: a learning rate, in (0, MAX_STEP_SIZE]."""
     for names, ok, what in ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0"),
-                            (unit, lambda v: 0 <= v <= 1, "in [0, 1]")):
+                            (unit, lambda v: 0 <= v <= 1, "in [0, 1]"),
+                            (step_size, lambda v: 0 < v <= MAX_STEP_SIZE,
+                             f"in (0, {MAX_STEP_SIZE:g}] (Adam's step size; typical values 1e-5 to 1e-2)")):
         for name in names:
             value = getattr(options, name)
             if not ok(value) or value != value:
                 key = f"{section}.{name}" if section else name
+                if what == "> 0" and isinstance(value, int) and not isinstance(value, bool):
+                    what = "an integer >= 1"
                 raise ValueError(f"post-tuning config: {key} must be {what}, got {value!r}")
 
 

@@ -14,8 +14,9 @@ import pytest
 
 from surrogate_search.search import load_space
 from surrogate_search.search.train import read_metrics_log
-from surrogate_search.search.outcome import BEST_CONFIG, STUDY_DB, load_best_config
-from surrogate_search.search.resources import ResourceError, driver_resources, plan_resources, trial_resources
+from surrogate_search.search.outcome import BEST_CONFIG, STUDY_DB, StorageError, check_search_dir, load_best_config
+from surrogate_search.search.resources import (ResourceError, driver_resources, fit_to_machine, plan_resources,
+                                               trial_resources)
 from surrogate_search.search.tune import run_search
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +68,40 @@ def test_one_worker_trials_run_inline_holding_only_their_worker() -> None:
     assert trial_resources(spec.budget) == {"CPU": 1.0}
     # Two workers per trial (the smoke file's setting) is a Ray Train run.
     assert load_space(SMOKE).budget.trial_runner == "train"
+
+
+def test_local_mode_fits_a_trial_to_the_machine_driver_first_then_workers() -> None:
+    spec = load_space(SMOKE)  # a driver CPU + 2 workers x 1 CPU: 3 CPUs
+    fitted, changes = fit_to_machine(spec, {"CPU": 2.0, "GPU": 0.0})
+    assert (fitted.budget.driver_cpus, fitted.budget.workers_per_trial, fitted.budget.trial_runner) == (0.0, 2, "train")
+    assert changes == ["budget.driver_cpus 1 -> 0 (the trial's driver only waits on its workers)"]
+    assert spec.budget.driver_cpus == 1.0  # the file's spec is not changed
+    assert plan_resources(fitted, {"CPU": 2.0}).concurrency == 1
+
+    one_core, changes = fit_to_machine(spec, {"CPU": 1.0})
+    assert (one_core.budget.workers_per_trial, one_core.budget.trial_runner) == (1, "inline")
+    assert changes[1] == "budget.workers_per_trial 2 -> 1 (each update now sees 1 x batch_size samples, not 2 x)"
+    wide = load_space(SMOKE, overrides={"budget.workers_per_trial": 1, "budget.cpus_per_worker": 4})
+    assert fit_to_machine(wide, {"CPU": 2.0})[0].budget.cpus_per_worker == 2.0
+    assert fit_to_machine(spec, {"CPU": 3.0}) == (spec, [])  # fits as written: untouched
+
+
+def test_local_mode_never_makes_a_gpu_up() -> None:
+    spec = load_space(SMOKE, overrides={"budget.gpus_per_worker": 1})
+    assert fit_to_machine(spec, {"CPU": 8.0, "GPU": 1.0})[0].budget.workers_per_trial == 1
+    unplaceable, changes = fit_to_machine(spec, {"CPU": 8.0, "GPU": 0.0})
+    assert changes == []
+    with pytest.raises(ResourceError, match=r"2 workers x 1 GPUs = 2 GPUs, but the cluster has 0 GPUs\. Lower budget"):
+        plan_resources(unplaceable, {"CPU": 8.0, "GPU": 0.0})
+
+
+def test_the_search_folder_is_checked_before_anything_is_made(tmp_path) -> None:
+    with pytest.raises(StorageError, match=r"--resume: there is no search to resume at .*searches: none"):
+        check_search_dir(tmp_path / "searches" / "tabular_f1_smoke", resume=True)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(StorageError, match=r"a_file is a file, not a folder; pass another --storage"):
+        check_search_dir(tmp_path / "a_file" / "tabular_f1_smoke", resume=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing made
 
 
 def test_a_trial_that_can_never_fit_fails_at_once_with_the_arithmetic(ray_token, base_checkpoint_dir, tmp_path) -> None:

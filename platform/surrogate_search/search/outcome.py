@@ -15,6 +15,7 @@ Imports no Ray, Optuna or MLflow: the search's MLflow recording and the CLI read
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,32 @@ MLFLOW_RUN_KEY = "mlflow_run_id"
 the Optuna user attribute that keeps it (the trial's MLflow run carries the tag ``optuna_trial``)."""
 FINAL_KEY = "final"
 """1.0 in the last row a post-tuning run reports; a trial whose last row lacks it was stopped early."""
+
+
+class StorageError(ValueError):
+    """A search's folder cannot be used as asked: nothing there to resume, or it cannot be written."""
+
+
+def check_search_dir(search_dir: Path, resume: bool) -> None:
+    """Fail before any work, creating nothing, when the search in ``search_dir`` cannot run: ``resume``
+    with no search there, a search there already without ``resume`` (``FileExistsError``), or a
+    folder that cannot be created or written."""
+    storage = search_dir.parent
+    if resume and not (search_dir / STUDY_DB).exists():
+        found = sorted(p.parent.name for p in storage.glob(f"*/{STUDY_DB}")) if storage.is_dir() else []
+        raise StorageError(f"--resume: there is no search to resume at {search_dir} (no {STUDY_DB}); searches in "
+                           f"{storage}: {found or 'none'}. Pass the --storage it ran with, or leave out --resume "
+                           f"to start it")
+    if not resume and (search_dir / STUDY_DB).exists():
+        raise FileExistsError(f"{search_dir} already holds a search: pass --resume to continue it, "
+                              f"or --storage to start a new one elsewhere")
+    existing = next(p for p in (search_dir, *search_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise StorageError(f"cannot create the search folder {search_dir}: {existing} is a file, not a folder; "
+                           f"pass another --storage")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise StorageError(f"cannot write the search folder {search_dir}: {existing} is not writable; "
+                           f"pass another --storage")
 
 
 def train_run_name(trial: Any) -> str:

@@ -169,10 +169,24 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Sea
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise SpaceError(f"{path}: not valid YAML: {exc}") from exc
+        raise SpaceError(f"{path}: not valid YAML{_where(exc)}") from exc
     if not isinstance(raw, dict):
         raise SpaceError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     return _Validator(path).spec(apply_overrides(raw, overrides or {}))
+
+
+def _where(exc: yaml.YAMLError) -> str:
+    """Where and why, on one line (PyYAML's own message spans several and quotes the file twice):
+    ``" at line 3, column 6: expected ',' or '}', but got ':' (while parsing a flow mapping that
+    starts at line 2, column 7)"``."""
+    mark, context, context_mark = (getattr(exc, name, None) for name in ("problem_mark", "context", "context_mark"))
+    if mark is None:
+        return f": {' '.join(str(exc).split())}"
+    where = f" at line {mark.line + 1}, column {mark.column + 1}: {getattr(exc, 'problem', None) or 'cannot be parsed'}"
+    if context:
+        where += f" ({context}" + (f" that starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+                                   if context_mark is not None else ")")
+    return where
 
 
 class _Validator:

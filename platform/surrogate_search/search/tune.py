@@ -23,8 +23,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from surrogate_search.search.outcome import MLFLOW_RUN_KEY, RUN_KEY, STUDY_DB, TRAIN_DIR, TRIAL_KEY, SearchOutcome, summarize
-from surrogate_search.search.resources import ResourcePlan, plan_resources, trial_resources
+from surrogate_search.search.outcome import (MLFLOW_RUN_KEY, RUN_KEY, TRAIN_DIR, TRIAL_KEY, SearchOutcome,
+                                             check_search_dir, summarize)
+from surrogate_search.search.resources import (ResourcePlan, fit_to_machine, local_cluster, plan_resources,
+                                               trial_cpus, trial_resources)
 from surrogate_search.search.space import SearchSpec
 from surrogate_search.search.study import open_study, requeue_interrupted, searcher_class
 
@@ -79,12 +81,25 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
     study holds ``spec.budget.trials`` finished (complete or pruned) trials.
 
     ``address``: a running cluster (``"auto"``, ``"ray://..."``, or ``RAY_ADDRESS``); ``None``
-    starts Ray in this process with ``num_cpus`` logical CPUs (default: this machine's cores).
+    starts Ray in this process with ``num_cpus`` logical CPUs (default: this machine's cores), and a
+    trial that needs more than that is made to fit (see :func:`.resources.fit_to_machine`; logged).
+    Nothing is created and Ray is not started until the folder, the tracking store, the trial's
+    resources and the base checkpoint have passed their checks.
     ``points_to_evaluate``: parameter sets to try first (Optuna's enqueued trials).
     ``tracking_uri``: record the search in MLflow (a parent run, a child run per trial; see
     :mod:`surrogate_search.search.tracking`) in ``experiment`` (default: the task's); ``None``
     records nothing. The store is checked before Ray starts.
     """
+    # Everything that can be checked is checked before any work: the search's folder (nothing is
+    # created yet), the tracking store, whether a trial fits, the base checkpoint; then Ray starts.
+    search_dir = (Path(storage) / spec.name).resolve()
+    check_search_dir(search_dir, resume)
+    if tracking_uri is not None:
+        from surrogate_search.tracking import check_tracking_store, resolve_tracking_uri
+
+        tracking_uri = resolve_tracking_uri(tracking_uri)  # absolute: Tune changes trials' directories
+        check_tracking_store(tracking_uri)
+
     import optuna
     import ray
     from optuna.trial import TrialState
@@ -95,34 +110,37 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
     from surrogate_search.pretrain import ensure_base_checkpoint
     from surrogate_search.tasks import get_task
 
-    search_dir = (Path(storage) / spec.name).resolve()
-    if (search_dir / STUDY_DB).exists() and not resume:
-        raise FileExistsError(f"{search_dir} already holds a search: pass --resume to continue it, "
-                              f"or --storage to start a new one elsewhere")
-    search_dir.mkdir(parents=True, exist_ok=True)
-    if tracking_uri is not None:
-        from surrogate_search.tracking import check_tracking_store, resolve_tracking_uri
-
-        tracking_uri = resolve_tracking_uri(tracking_uri)  # absolute: Tune changes trials' directories
-        check_tracking_store(tracking_uri)
-
     address = address or os.environ.get("RAY_ADDRESS")
+    local = not ray.is_initialized() and not address
+    if local:  # this machine alone: a trial larger than it is made to fit (a cluster's budget is kept)
+        machine = local_cluster(num_cpus)
+        num_cpus = int(machine["CPU"])  # what Ray is started with below
+        written = spec.budget
+        spec, changes = fit_to_machine(spec, machine)
+        if changes:
+            log.info("local mode: a trial of %s needs %g CPUs and %g GPUs, this machine has %g and %g; for this "
+                     "run: %s", spec.path.name, trial_cpus(written), written.workers_per_trial * written.gpus_per_worker,
+                     machine["CPU"], machine["GPU"], "; ".join(changes))
+        plan_resources(spec, machine)
     started_ray = False
-    if not ray.is_initialized():
-        if address:
+    try:
+        if not local and not ray.is_initialized():
             # Ship this library to every node (merged with a job's own runtime env, e.g. its
             # working_dir): cluster nodes then need only the dependencies, not this repo.
             package = Path(__file__).resolve().parents[1]  # .../surrogate_search
             ray.init(address=address, runtime_env={"py_modules": [str(package)], "env_vars": worker_env()})
-        else:
-            start_local_ray(num_cpus)
-        started_ray = True
-    try:
-        plan = plan_resources(spec, ray.cluster_resources())
-        log.info("resources: %s", plan.describe())
+            started_ray = True
+        if not local:
+            plan = plan_resources(spec, ray.cluster_resources())
         task = get_task(spec.task, seed=spec.task_seed, **spec.task_options)
         checkpoint = ensure_base_checkpoint(task, spec.checkpoint, cache_dir=cache_dir,
                                             pretrain_if_missing=spec.pretrain_if_missing)
+        if local:  # started once the base checkpoint is there: pretraining runs without Ray beside it
+            start_local_ray(num_cpus)
+            started_ray = True
+            plan = plan_resources(spec, ray.cluster_resources())  # what Ray found
+        log.info("resources: %s", plan.describe())
+        search_dir.mkdir(parents=True, exist_ok=True)
 
         tracking = None
         if tracking_uri is not None:

@@ -109,8 +109,10 @@ def list_methods(task: Task | None = None) -> list[str]:
     return [n for n in LOSSES.in_order() if task is None or loss_class(n).supports(task)]
 
 
-def check_finite(value: torch.Tensor, what: str, **context: Any) -> None:
+def check_finite(value: torch.Tensor, what: str, *, hint: str = "Lower surrogate.lr or raise surrogate.grad_penalty.",
+                 **context: Any) -> None:
+    """Raise ``SurrogateDivergedError`` naming ``what``, where (``context``) and what to change (``hint``)."""
     if not torch.isfinite(value).all():
         where = ", ".join(f"{k} {v}" for k, v in context.items())
         raise SurrogateDivergedError(f"{what} is not finite ({value.detach().flatten()[:4].tolist()}) at {where}; "
-                                     "the model was not updated. Lower surrogate.lr or raise surrogate.grad_penalty.")
+                                     f"the model was not updated. {hint}")

@@ -56,9 +56,9 @@ class SurrogateConfig:
     packed into the first frames), kept to measure what alignment changes."""
 
     def validate(self) -> None:
-        check_range("surrogate", self, positive=("width", "depth", "embedding", "lr", "batch_size"),
+        check_range("surrogate", self, positive=("width", "depth", "embedding", "batch_size"),
                     non_negative=("steps_per_model_step", "warmup_steps", "pretrain_steps", "grad_penalty",
-                                  "proxy_weight"))
+                                  "proxy_weight"), step_size=("lr",))
         for key, known in (("penalty_scope", PENALTY_SCOPES), ("fit", FITS)):
             if getattr(self, key) not in known:
                 raise ValueError(f"surrogate.{key} must be one of {', '.join(known)}, got {getattr(self, key)!r}")

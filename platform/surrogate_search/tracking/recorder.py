@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from surrogate_search.checkpoint import BaseCheckpoint
-from surrogate_search.compare import Comparison, compare
+from surrogate_search.compare import Comparison, check_seeds, compare
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import PostTuneResult, WorkerContext, posttune, selection_key
 from surrogate_search.sampling import GlobalSampler, LocalSampler, Pairs
@@ -220,10 +220,11 @@ def tracked_compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | N
     :func:`surrogate_search.tracking.model_registry.register_surrogate`."""
     uri = resolve_tracking_uri(tracking_uri)
     task = checkpoint.build_task()
-    # A typo in a method or a setting fails here, before a comparison run exists in MLflow.
+    # A typo in a method or a setting, or no seed, fails here, before a comparison run exists in MLflow.
     for method in methods or ():
         loss_class(method)
     PostTuneConfig.for_task(task, overrides)
+    seeds = check_seeds(seeds)
     experiment = experiment or task_experiment_name(task)
     comparison_id = comparison_id or f"compare-{uuid.uuid4().hex[:8]}"
     parent = start_parent_run(experiment, comparison_id, kind="comparison", tracking_uri=uri,
