@@ -206,9 +206,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from surrogate_search.search.dashboard import DashboardServer
+    from surrogate_search.search.study import shown_url
 
     dashboard = DashboardServer.open(args.search, port=args.port)
-    print(f"Optuna dashboard: {dashboard.url}  (study storage {dashboard.storage})", flush=True)
+    print(f"Optuna dashboard: {dashboard.url}  (study storage {shown_url(dashboard.storage)})", flush=True)
     for study_id, name, trials in dashboard.studies:
         print(f"study {name} ({trials} trials): {dashboard.study_url(study_id)}", flush=True)
     print("Ctrl-C stops it.", flush=True)
@@ -242,7 +243,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     uri = _tracking_uri(args)
     outcome = api.run_search(spec, storage=args.storage, resume=args.resume, address=args.address,
                              num_cpus=args.num_cpus, cache_dir=args.cache_dir, seed=args.seed,
-                             track=uri is not None, tracking_uri=uri, experiment=args.experiment)
+                             study_storage=args.study_storage, track=uri is not None, tracking_uri=uri, experiment=args.experiment)
     print(outcome.summary())
     if outcome.mlflow:
         print(_recorded(outcome, "search run"))
@@ -424,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None,
                    help="Ray cluster to run on (default: RAY_ADDRESS, else Ray started in this process)")
     p.add_argument("--storage", default="runs/search", help="folder of searches; this one goes to STORAGE/<space name>")
+    p.add_argument("--study-storage", default=None, metavar="URL",
+                   help="database for the Optuna study, e.g. postgresql://user@db-host/optuna (every node of a "
+                        "cluster reaches it); default: optuna.db in the search's folder")
     p.add_argument("--num-cpus", type=int, default=None, help="local mode: logical CPUs Ray may use (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
@@ -432,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("dashboard", "serve optuna-dashboard for a search's Optuna study on 127.0.0.1 and print its address "
                              "(optional extra: pip install -e '.[dashboard]')")
-    p.add_argument("search", metavar="SEARCH_DIR", help="a search's folder (runs/search/<space name>) or its optuna.db")
+    p.add_argument("search", metavar="SEARCH_DIR",
+                   help="a search's folder (runs/search/<space name>), its optuna.db, or the --study-storage URL it ran with")
     p.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (0: any free one)")
     p.set_defaults(func=cmd_dashboard)
     return parser

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +201,93 @@ def test_search_job_runs_on_a_two_node_cluster(two_node_cluster: Cluster, tabula
     worker_nodes = set(rows[-1]["node_ids"])
     assert worker_nodes == two_node_cluster.node_ids
     assert (storage / "tabular_f1_smoke" / "best_config.yaml").exists()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server on 127.0.0.1 (installed from Debian's packages when missing)."""
+    import postgres_server
+
+    try:
+        server = postgres_server.start()
+    except postgres_server.PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server for the cluster-storage test: {exc}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_cluster_search_keeps_its_study_and_its_mlflow_runs_in_postgresql(
+        two_node_cluster: Cluster, postgres: Any, tabular_checkpoint, tmp_path: Path) -> None:
+    """The set-up the README gives for a cluster: the Optuna study and the MLflow tracking server's
+    store in one PostgreSQL server, reached by the job's driver and by trials on both nodes."""
+    import optuna
+    from mlflow import MlflowClient
+
+    from surrogate_search.tracking.ui import server_command, stop_process_group, wait_until_up
+
+    study_url, mlflow_db = postgres.create_database("optuna"), postgres.create_database("mlflow")
+    port = free_port()
+    tracking_uri = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    with open(tmp_path / "mlflow_server.log", "wb") as log:
+        server = subprocess.Popen(server_command(mlflow_db, port, artifacts_destination=tmp_path / "artifacts"),
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try:
+            wait_until_up(tracking_uri, server, timeout=180)
+        except Exception:
+            pytest.fail(f"mlflow server on PostgreSQL did not start:\n"
+                        f"{(tmp_path / 'mlflow_server.log').read_text(errors='replace')[-3000:]}")
+        storage = tmp_path / "searches"
+        submission_id = f"pg-search-{secrets.token_hex(4)}"
+        command = [RAY, "job", "submit", "--address", two_node_cluster.address, "--submission-id", submission_id,
+                   "--working-dir", str(REPO_ROOT),
+                   "--runtime-env-json", json.dumps({"excludes": [".git", "runs", "*.db"]}),
+                   "--", "python", "jobs/search.py", "search_spaces/tabular_f1_smoke.yaml",
+                   "--set", f"checkpoint={tabular_checkpoint.path.parent}", "--set", "budget.trials=2",
+                   "--set", "budget.placement=SPREAD", "--set", "posttune.steps=8",
+                   "--storage", str(storage), "--study-storage", study_url, "--tracking-uri", tracking_uri]
+        started = time.monotonic()
+        try:
+            done = subprocess.run(command, env=two_node_cluster.env, cwd=REPO_ROOT, capture_output=True, text=True,
+                                  timeout=JOB_S)
+        except subprocess.TimeoutExpired:
+            from ray.job_submission import JobSubmissionClient
+
+            JobSubmissionClient(two_node_cluster.address).stop_job(submission_id)
+            pytest.fail(f"`ray job submit` did not finish within {JOB_S}s")
+        print(f"ray job submit (PostgreSQL storage): exit {done.returncode} after {time.monotonic() - started:.0f}s")
+        out = done.stdout + done.stderr
+        assert done.returncode == 0, out[-4000:]
+
+        # The study is in PostgreSQL, not in the search's folder.
+        study = optuna.load_study(study_name="tabular_f1_smoke", storage=study_url)
+        states = [t.state for t in study.trials]
+        assert len(states) == 2 and all(s == optuna.trial.TrialState.COMPLETE for s in states), states
+        assert not (storage / "tabular_f1_smoke" / "optuna.db").exists()
+        # The tracking server wrote its runs into PostgreSQL: a parent and one child per trial.
+        (runs_in_db,), = postgres.query("mlflow", "SELECT count(*) FROM runs")
+        assert runs_in_db == 3
+        client = MlflowClient(tracking_uri=tracking_uri)
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+        assert len(children) == 2
+        for child in children:
+            assert client.get_metric_history(child.info.run_id, "objective"), child.data.tags
+        # Trials really ran on both nodes.
+        rows = [json.loads(line) for line in
+                (storage / "tabular_f1_smoke" / "train" / "trial_0000" / "metrics.jsonl").read_text().splitlines()]
+        assert set(rows[-1]["node_ids"]) == two_node_cluster.node_ids
+        # A second search under the same name is refused before any work, naming the study.
+        again = subprocess.run([sys.executable, "-m", "surrogate_search.cli", "search",
+                                "search_spaces/tabular_f1_smoke.yaml", "--storage", str(tmp_path / "other"),
+                                "--study-storage", study_url, "--no-track"],
+                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 2, again.stdout + again.stderr
+        assert "already holds a study 'tabular_f1_smoke'" in again.stderr
+    finally:
+        stop_process_group(server)

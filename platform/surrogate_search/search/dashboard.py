@@ -20,6 +20,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from surrogate_search.search.outcome import STUDY_DB
+from surrogate_search.search.study import shown_url
 
 HOST = "127.0.0.1"
 INSTALL_HINT = "optuna-dashboard is not installed: pip install -e '.[dashboard]' (or pip install optuna-dashboard)"
@@ -28,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def study_storage(path: str | Path) -> str:
-    """The Optuna storage URL of a search folder (or of its ``optuna.db`` file)."""
+    """The Optuna storage URL of a search folder (or of its ``optuna.db`` file); a database URL
+    (a search's ``--study-storage``) is returned as it is."""
+    if "://" in str(path):
+        return str(path)
     path = Path(path)
     file = path / STUDY_DB if path.is_dir() else path
     if not file.is_file():
@@ -69,7 +73,7 @@ class DashboardServer:
         ids = [rdb.get_study_id_from_name(s.study_name) for s in rdb.get_all_studies()]
         studies = [(i, rdb.get_study_name_from_id(i), len(rdb.get_all_trials(i, deepcopy=False))) for i in ids]
         if not studies:
-            raise ValueError(f"{storage} holds no Optuna study yet: has the search started a trial?")
+            raise ValueError(f"{shown_url(storage)} holds no Optuna study yet: has the search started a trial?")
         app = optuna_dashboard.wsgi(rdb)
         try:
             server = make_server(HOST, port, app, server_class=_ThreadingServer, handler_class=_QuietHandler)

@@ -3,7 +3,8 @@ trial's run, the keys of its reports, and :class:`SearchOutcome` with ``best_con
 
 One search lives in one folder, ``<storage>/<space name>/``::
 
-    optuna.db          the Optuna study (TPE; every trial's parameters, intermediate values, state)
+    optuna.db          the Optuna study (TPE; every trial's parameters, intermediate values, state),
+                       unless it lives in a database server (``--study-storage postgresql://...``)
     tune_<n>/          Ray Tune's experiment folder of the n-th (re)start of the search (and the
                        Tune checkpoints of inline trials)
     train/trial_0003/  the run of Optuna trial 3: metrics.jsonl, and a Ray Train run's checkpoints
@@ -42,12 +43,15 @@ class StorageError(ValueError):
     """A search's folder cannot be used as asked: nothing there to resume, or it cannot be written."""
 
 
-def check_search_dir(search_dir: Path, resume: bool) -> None:
+def check_search_dir(search_dir: Path, resume: bool, study_in_folder: bool = True) -> None:
     """Fail before any work, creating nothing, when the search in ``search_dir`` cannot run: ``resume``
     with no search there, a search there already without ``resume`` (``FileExistsError``), or a
-    folder that cannot be created or written."""
+    folder that cannot be created or written. With the study in a database server instead
+    (``study_in_folder=False``), whether there is a search to resume is the database's to say."""
     storage = search_dir.parent
-    if resume and not (search_dir / STUDY_DB).exists():
+    if not study_in_folder:
+        pass
+    elif resume and not (search_dir / STUDY_DB).exists():
         found = sorted(p.parent.name for p in storage.glob(f"*/{STUDY_DB}")) if storage.is_dir() else []
         raise StorageError(f"--resume: there is no search to resume at {search_dir} (no {STUDY_DB}); searches in "
                            f"{storage}: {found or 'none'}. Pass the --storage it ran with, or leave out --resume "

@@ -5,15 +5,54 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from surrogate_search.search.outcome import FINAL_KEY, MLFLOW_RUN_KEY, RUN_KEY, STUDY_DB, TRIAL_KEY, train_run_name
+from surrogate_search.search.outcome import (FINAL_KEY, MLFLOW_RUN_KEY, RUN_KEY, STUDY_DB, TRIAL_KEY, StorageError,
+                                             train_run_name)
 from surrogate_search.search.space import SearchSpec
 
 
-def open_study(spec: SearchSpec, search_dir: Path) -> Any:
-    """The search's Optuna study (created, or loaded to resume) and its RDB storage."""
+def shown_url(url: str) -> str:
+    """A storage URL fit for a log line or an error: its password, if any, hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a database URL: nothing in it to hide
+        return url
+
+
+def study_url(search_dir: Path, study_storage: str | None = None) -> str:
+    """Where the search's Optuna study lives: ``study_storage`` (a database URL Optuna's RDB storage
+    takes, e.g. ``postgresql://user@db-host/optuna``, shared by a cluster's nodes) or, by default,
+    the SQLite file in the search's folder."""
+    return study_storage or f"sqlite:///{(search_dir / STUDY_DB).resolve()}"
+
+
+def check_study_storage(name: str, study_storage: str, resume: bool) -> None:
+    """Before any work, for a study in a database server: it can be reached, and it holds the study
+    ``name`` exactly when ``resume`` asks for it. Raises :class:`StorageError` (or ``FileExistsError``
+    for a study that is there already), naming the URL without its password."""
     import optuna
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(search_dir / STUDY_DB).resolve()}")
+    try:
+        names = optuna.get_all_study_names(storage=study_storage)
+    except Exception as exc:  # sqlalchemy's errors: unknown driver, refused connection, bad credentials
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, ImportError) and exc.__cause__ is not None:  # Optuna's note hides which driver
+            reason = f"{exc.__cause__}; for PostgreSQL: pip install 'psycopg[binary]'"
+        raise StorageError(f"--study-storage {shown_url(study_storage)}: cannot open it ({reason})") from None
+    if resume and name not in names:
+        raise StorageError(f"--resume: {shown_url(study_storage)} holds no study {name!r} (studies there: "
+                           f"{sorted(names) or 'none'}); leave out --resume to start it")
+    if not resume and name in names:
+        raise FileExistsError(f"{shown_url(study_storage)} already holds a study {name!r}: pass --resume to "
+                              f"continue it, or use another --study-storage database")
+
+
+def open_study(spec: SearchSpec, search_dir: Path, study_storage: str | None = None) -> Any:
+    """The search's Optuna study (created, or loaded to resume) and its RDB storage (see :func:`study_url`)."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(study_url(search_dir, study_storage))
     return optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
                                direction="maximize" if spec.mode == "max" else "minimize"), storage
 

@@ -28,7 +28,7 @@ from surrogate_search.search.outcome import (MLFLOW_RUN_KEY, RUN_KEY, TRAIN_DIR,
 from surrogate_search.search.resources import (ResourcePlan, fit_to_machine, local_cluster, plan_resources,
                                                trial_cpus, trial_resources)
 from surrogate_search.search.space import SearchSpec
-from surrogate_search.search.study import open_study, requeue_interrupted, searcher_class
+from surrogate_search.search.study import check_study_storage, open_study, requeue_interrupted, searcher_class
 
 if TYPE_CHECKING:  # imports Ray Train and MLflow: only when a search is tracked
     from surrogate_search.search.tracking import SearchTracking
@@ -75,7 +75,7 @@ def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any
 def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume: bool = False,
                address: str | None = None, num_cpus: int | None = None, cache_dir: str | None = None,
                seed: int = 0, points_to_evaluate: list[dict[str, Any]] | None = None,
-               verbose: int = 1,
+               verbose: int = 1, study_storage: str | None = None,
                tracking_uri: str | None = None, experiment: str | None = None) -> SearchOutcome:
     """Search ``spec`` with Ray Tune (OptunaSearch/TPE under a ConcurrencyLimiter, ASHA) until the
     study holds ``spec.budget.trials`` finished (complete or pruned) trials.
@@ -86,6 +86,8 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
     Nothing is created and Ray is not started until the folder, the tracking store, the trial's
     resources and the base checkpoint have passed their checks.
     ``points_to_evaluate``: parameter sets to try first (Optuna's enqueued trials).
+    ``study_storage``: a database URL for the Optuna study (e.g. ``postgresql://user@host/optuna``,
+    which every node of a cluster reaches); default: ``optuna.db`` in the search's folder.
     ``tracking_uri``: record the search in MLflow (a parent run, a child run per trial; see
     :mod:`surrogate_search.search.tracking`) in ``experiment`` (default: the task's); ``None``
     records nothing. The store is checked before Ray starts.
@@ -93,7 +95,9 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
     # Everything that can be checked is checked before any work: the search's folder (nothing is
     # created yet), the tracking store, whether a trial fits, the base checkpoint; then Ray starts.
     search_dir = (Path(storage) / spec.name).resolve()
-    check_search_dir(search_dir, resume)
+    check_search_dir(search_dir, resume, study_in_folder=study_storage is None)
+    if study_storage is not None:
+        check_study_storage(spec.name, study_storage, resume)
     if tracking_uri is not None:
         from surrogate_search.tracking import check_tracking_store, resolve_tracking_uri
 
@@ -151,7 +155,7 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
                      tracking_uri)
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study, rdb = open_study(spec, search_dir)
+        study, rdb = open_study(spec, search_dir, study_storage)
         requeued = requeue_interrupted(study) if resume else []
         for number in requeued:
             log.info("resume: trial %d was RUNNING when the search stopped: marked FAILED, its parameters re-queued",
