@@ -5,7 +5,7 @@ import torch
 
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.metrics import get_metric
-from surrogate_search.posttune import WorkerContext, posttune, tune_threshold
+from surrogate_search.posttune import PostTuneDiverged, WorkerContext, posttune, tune_threshold
 from surrogate_search.surrogates import SurrogateDivergedError
 from surrogate_search.surrogates.learned import EmbeddingSurrogate
 
@@ -95,9 +95,16 @@ def test_nan_surrogate_stops_the_run_before_the_model_changes(tabular_checkpoint
 
     monkeypatch.setattr(EmbeddingSurrogate, "forward", nan_forward)
     config = tabular_config(method="deep_embedding", surrogate={"warmup_steps": 0})
-    with pytest.raises(SurrogateDivergedError, match="not finite .* the model was not updated"):
+    with pytest.raises(SurrogateDivergedError, match="not finite .* the model was not updated") as raised:
         posttune(config, tabular_checkpoint, context=WorkerContext(prepare_model=keep))
     after = seen["model"].state_dict()
+    # Ended at once, at the first model update, with the last finite evaluation (the base's) and the reason.
+    diverged = raised.value
+    assert isinstance(diverged, PostTuneDiverged)
+    assert (diverged.method, diverged.seed, diverged.step) == ("deep_embedding", 0, 1)
+    assert diverged.last_evaluation["step"] == 0.0 and "val/f1" in diverged.last_evaluation
+    assert "deep_embedding surrogate's training loss is not finite" in str(diverged)
+    assert "surrogate.lr (now 0.001)" in str(diverged) and "lr (now 0.0001)" in str(diverged)
     assert all(torch.equal(seen["before"][k], after[k]) for k in after)
 
 
