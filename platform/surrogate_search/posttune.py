@@ -198,6 +198,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     device = resolve_device(ctx.device or config.device)
     started = time.perf_counter()
     splits = splits or task.splits(cache_dir)
+    if not isinstance(checkpoint, BaseCheckpoint):  # loaded here: is its data still the task's?
+        ckpt.check_fingerprint(task, splits)
     shard = splits[config.data].shard(ctx.rank, ctx.world_size)
 
     seed_everything(config.seed)  # same seed on every rank: identical surrogate initialisation
