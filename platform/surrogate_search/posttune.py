@@ -9,6 +9,7 @@ so every method gets the same model updates on the same batches.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.progress import Progress
 from surrogate_search.sampling import create_sampler
 from surrogate_search.surrogates import SavedSurrogate, create_loss, loss_class
-from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step
+from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step, weights_digest
 from surrogate_search.surrogates.base import PostTuneLoss, SurrogateDivergedError, check_finite, synced_finite_checks
 from surrogate_search.surrogates.proxy import judged_by_confusion_matrix
 from surrogate_search.tasks import Split, Splits, Task
@@ -121,6 +122,16 @@ class PostTuneResult:
     tuned: TunedThreshold | None = None
     """The selected model's decision threshold chosen on val, and its metric on test there
     (classification tasks; None otherwise)."""
+    model_updates: int = 0
+    """Model updates this run made (rank 0's; every worker makes as many): a fair comparison gives
+    every method the same number."""
+    batches_digest: str = ""
+    """A hash of the batches the model updates were made on, in order (rank 0's shard): equal for
+    every method run with the same seed and data."""
+    initial_weights: str = ""
+    """A hash of the model's weights before the first update (the base checkpoint's)."""
+    final_weights: str = ""
+    """A hash of the model's weights after the last update."""
 
 
 class PostTuneDiverged(SurrogateDivergedError):
@@ -159,6 +170,16 @@ def divergence_changes(config: PostTuneConfig) -> list[str]:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def _chain_digest(previous: str, batch: Split) -> str:
+    """``previous`` extended by ``batch``'s tensors and labels: one hash of every batch so far, in order,
+    kept as a string so that a resumed run continues it."""
+    digest = hashlib.sha256(previous.encode())
+    for name in sorted(batch.tensors):
+        digest.update(batch.tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(batch.labels).encode())
+    return digest.hexdigest()
 
 
 def _batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[Split]:
@@ -224,7 +245,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     selected_by = selection_key(task, config)
 
     state: dict[str, Any] = {"step": 0, "best_value": None, "best_step": 0, "best_model": None, "history": [],
-                             "base_val": None, "warm": False}
+                             "base_val": None, "warm": False, "batches_digest": "",
+                             "initial_weights": weights_digest(_unwrap(model).state_dict())}
 
     def full_state() -> dict[str, Any]:
         return {
@@ -247,7 +269,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
             surrogate_opt.load_state_dict(saved["surrogate_opt"])
         batch_gen.set_state(saved["batch_gen"])
         pair_gen.set_state(saved["pair_gen"])
-        state.update({k: saved[k] for k in state})
+        state.update({k: saved[k] for k in state if k in saved})  # states saved before a field existed lack it
         log.info("resumed %s at step %d", config.method, state["step"])
 
     def surrogate_update() -> dict[str, float]:
@@ -305,7 +327,9 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
                 if loss_fn.learned:
                     for _ in range(config.surrogate.steps_per_model_step):
                         stats = surrogate_update()
-                batch = next(batches).to(device)
+                batch = next(batches)
+                state["batches_digest"] = _chain_digest(state["batches_digest"], batch)
+                batch = batch.to(device)
                 stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step))
                 schedule.step()
                 state["step"] = step
@@ -341,4 +365,6 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     return PostTuneResult(method=config.method, seed=config.seed, steps=config.steps, best_step=state["best_step"],
                           val=val, test=test, test_final=test_final, base_val=state["base_val"],
                           history=state["history"], seconds=time.perf_counter() - started, tuned=tuned,
-                          surrogate_pretraining=pretraining, surrogate_source=surrogate.source if surrogate else "")
+                          surrogate_pretraining=pretraining, surrogate_source=surrogate.source if surrogate else "",
+                          model_updates=state["step"], batches_digest=state["batches_digest"],
+                          initial_weights=state["initial_weights"], final_weights=weights_digest(final_model.state_dict()))
