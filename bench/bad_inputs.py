@@ -61,9 +61,13 @@ CASES = [
     Case("unplaceable_trial", [*SEARCH, "--set", "budget.gpus_per_worker=64"], "budget.gpus_per_worker"),
     Case("garbage_checkpoint", ["posttune", *TABULAR, "--checkpoint", "{work}/garbage"], "not a valid"),
     Case("checkpoint_with_code", ["posttune", *TABULAR, "--checkpoint", "{work}/malicious"], "not a safe checkpoint"),
+    Case("checkpoint_data_changed", ["posttune", *TABULAR, "--checkpoint", "{work}/stale"],
+         "surrogate-search pretrain --task imbalanced_tabular"),
     Case("checkpoint_file_missing", ["posttune", *TABULAR, "--checkpoint", "{work}/missing.pt"], "missing.pt"),
     Case("space_garbage_checkpoint", [*SEARCH, "--set", "checkpoint={work}/garbage", "--storage", "{work}/searches"],
          "not a valid"),
+    Case("space_checkpoint_data_changed", [*SEARCH, "--set", "checkpoint={work}/stale", "--storage", "{work}/searches"],
+         "surrogate-search pretrain --task imbalanced_tabular"),
     Case("resume_missing_search", [*SEARCH, "--resume", "--storage", "{work}/searches"], "--resume"),
     Case("compare_missing_search", ["compare", "--from-search", "{work}/searches/nowhere"], "nowhere"),
     Case("storage_not_writable", [*SEARCH, "--storage", "{work}/a_file/searches"], "a_file"),
@@ -72,6 +76,22 @@ CASES = [
     Case("search_tracking_server_down", [*SEARCH, "--tracking-uri", "http://127.0.0.1:{port}", "--storage",
                                          "{work}/searches"], "127.0.0.1:{port}"),
 ]
+
+
+def _stale_checkpoint(folder: Path) -> None:
+    """A base checkpoint whose task's data changed after it was pretrained (as recorded in its
+    fingerprint: 100 training samples more, other validation labels). Untrained: it is refused first."""
+    import torch
+
+    from surrogate_search.checkpoint import save_checkpoint
+    from surrogate_search.tasks import get_task
+
+    task = get_task("imbalanced_tabular")
+    file = save_checkpoint(folder, task, task.build_model(), task.default_model_options(), splits=task.splits())
+    payload = torch.load(file, weights_only=True)
+    payload["fingerprint"]["split_sizes"]["train"] += 100
+    payload["fingerprint"]["labels"]["val"] = "0123456789abcdef"
+    torch.save(payload, file)
 
 
 class _RunsCode:
@@ -112,6 +132,7 @@ class Probe:
         # it runs nothing.
         (work / "malicious" / "model.pt").write_bytes(pickle.dumps(_RunsCode()))
         (work / "a_file").write_text("a file where a folder is expected\n")
+        _stale_checkpoint(work / "stale")
         marker = f"probe-{secrets.token_hex(8)}"
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
                "SURROGATE_SEARCH_CACHE": str(work / "cache"), "OMP_NUM_THREADS": "1", "SURROGATE_SEARCH_PROBE": marker,

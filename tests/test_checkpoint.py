@@ -213,3 +213,52 @@ def test_each_model_family_gets_its_own_default_base_folder() -> None:
     assert str(default_checkpoint_dir(get_task("synthetic_text"))) == "runs/base_synthetic_text_crnn"
     assert str(default_checkpoint_dir(get_task("synthetic_text", model="attention"))) == "runs/base_synthetic_text_attention"
     assert str(default_checkpoint_dir(get_task("imbalanced_tabular", dataset="digits"))) == "runs/base_imbalanced_tabular_digits"
+
+
+def test_a_base_whose_data_changed_since_pretraining_is_refused_with_what_changed(tmp_path, monkeypatch, capsys) -> None:
+    from surrogate_search.checkpoint import StaleCheckpointError
+    from surrogate_search.cli import main
+    from surrogate_search.pretrain import ensure_base_checkpoint
+    from surrogate_search.tasks.imbalanced_tabular import ImbalancedTabular
+
+    task = get_task("imbalanced_tabular", dataset="breast_cancer")
+    path = save_checkpoint(tmp_path / "base", task, task.build_model(), task.default_model_options(),
+                           splits=task.splits())
+    recorded = torch.load(path, weights_only=True)["fingerprint"]
+    assert recorded["split_sizes"] == {"train": 273, "val": 114, "test": 114, "tune": 68}
+    assert recorded["classes"] == [0, 1] and recorded["data_seed"] == 0 and recorded["options"] == {"dataset": "breast_cancer"}
+    assert ensure_base_checkpoint(task, tmp_path / "base").fingerprint == recorded  # the same data: accepted
+
+    # The dataset changed under the same task name, options and seed: 30 samples fewer, the labels flipped.
+    original = ImbalancedTabular.raw_data
+    monkeypatch.setattr(ImbalancedTabular, "raw_data", lambda self: (lambda x, y: (x[30:], 1 - y[30:]))(*original(self)))
+    with pytest.raises(StaleCheckpointError) as error:
+        ensure_base_checkpoint(get_task("imbalanced_tabular", dataset="breast_cancer"), tmp_path / "base")
+    message = str(error.value)
+    assert f"checkpoint {path} was pretrained on other data than task 'imbalanced_tabular'" in message
+    assert "split_sizes.train: 273 -> 258" in message and "labels.val: " in message
+    assert f"`surrogate-search pretrain --task imbalanced_tabular --option dataset=breast_cancer --out {path.parent}`" in message
+    # From the command line: refused before any work, exit 2, one line.
+    code = main(["posttune", "--task", "imbalanced_tabular", "--option", "dataset=breast_cancer", "--checkpoint",
+                 str(tmp_path / "base"), "--no-track"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and err.splitlines()[-1].startswith("error: checkpoint ")
+    assert "split_sizes.train: 273 -> 258" in err.splitlines()[-1]
+
+
+def test_a_base_saved_before_fingerprints_is_used_with_a_warning(tmp_path, caplog) -> None:
+    import logging
+
+    from surrogate_search.pretrain import ensure_base_checkpoint
+
+    task = get_task("imbalanced_tabular", dataset="breast_cancer")
+    path = save_checkpoint(tmp_path / "base", task, task.build_model(), task.default_model_options())
+    payload = torch.load(path, weights_only=True)
+    assert payload["fingerprint"] is None
+    del payload["fingerprint"]  # as written before the field existed
+    torch.save(payload, path)
+    with caplog.at_level(logging.WARNING, logger="surrogate_search.checkpoint"):
+        checkpoint = ensure_base_checkpoint(task, tmp_path / "base")
+    assert checkpoint.fingerprint is None
+    assert "saved without a fingerprint of its task's data" in caplog.text
+    assert "surrogate-search pretrain --task imbalanced_tabular --option dataset=breast_cancer" in caplog.text

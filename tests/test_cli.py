@@ -107,5 +107,23 @@ def test_a_loss_that_diverges_is_a_failed_run_with_one_line(tabular_checkpoint, 
                  "--checkpoint", str(tabular_checkpoint.path.parent), "--steps", "2", "--set", "lr=0.5", "--no-track"])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err  # the input was fine: the run failed
-    assert err.splitlines()[-1] == ("error: the proxy loss is not finite ([nan]) at step 1; the model was not updated. "
-                                    "Lower lr (the model's step size, now 0.5).")
+    assert err.splitlines()[-1] == ("error: post-tuning with proxy (seed 0) diverged at step 1 of 2: the proxy loss is "
+                                    "not finite ([nan]); the model was not updated with it. The last finite evaluation "
+                                    "was at step 0: val/f1_best_threshold 0.9412. Change the config: lower lr (now 0.5).")
+
+
+def test_compare_names_the_method_and_step_that_diverged(tabular_checkpoint, monkeypatch, capsys) -> None:
+    from surrogate_search.surrogates.learned import EmbeddingSurrogate
+
+    monkeypatch.setattr(EmbeddingSurrogate, "forward",
+                        lambda self, predictions, targets: predictions.sum(-1) * float("nan"))
+    code = main(["compare", "--task", "imbalanced_tabular", "--option", "dataset=breast_cancer", "--methods",
+                 "deep_embedding", "--seeds", "2", "--checkpoint", str(tabular_checkpoint.path.parent), "--steps", "2",
+                 "--set", "surrogate.warmup_steps=0", "--set", "surrogate.lr=0.01", "--no-track"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("error: post-tuning with deep_embedding (seed 0) diverged at step 1 of 2: the deep_embedding "
+                           "surrogate's training loss is not finite")
+    assert ("Change the config: lower lr (now 0.0001), or lower surrogate.lr (now 0.01), or raise surrogate.grad_penalty "
+            "(now 0.1), or raise surrogate.proxy_weight (now 0)") in last

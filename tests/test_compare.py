@@ -7,6 +7,7 @@ import pytest
 from surrogate_search.cli import main
 from surrogate_search.compare import check_seeds, compare
 from surrogate_search.registry import UnknownNameError
+from surrogate_search.surrogate_training import weights_digest
 
 
 def test_compare_gives_every_method_the_same_budget_and_reports_spread(tabular_checkpoint) -> None:
@@ -16,6 +17,14 @@ def test_compare_gives_every_method_the_same_budget_and_reports_spread(tabular_c
     assert list(rows) == ["proxy", "anyloss", "deep_embedding"]  # the control is always there, first
     assert all(r["seeds"] == 2 for r in rows.values())
     assert {(r.method, r.seed, r.steps) for r in result.runs} == {(m, s, 6) for m in rows for s in (0, 1)}
+    # The same budget, from what each run did: per seed, every method made as many model updates, on
+    # the same batches, from the same base weights; another seed draws other batches.
+    for seed in (0, 1):
+        done = {(r.model_updates, r.batches_digest, r.initial_weights) for r in result.runs if r.seed == seed}
+        assert len(done) == 1, f"seed {seed}: the methods' budgets differ: {done}"
+        updates, batches, weights = done.pop()
+        assert updates == 6 and batches and weights == weights_digest(tabular_checkpoint.state_dict)
+    assert len({r.batches_digest for r in result.runs}) == 2
     proxy, anyloss = rows["proxy"], rows["anyloss"]
     assert anyloss["vs_proxy_pct"] == pytest.approx(100 * (anyloss["mean"] - proxy["mean"]) / proxy["mean"])
     table = result.table()

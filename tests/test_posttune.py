@@ -5,7 +5,7 @@ import torch
 
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.metrics import get_metric
-from surrogate_search.posttune import WorkerContext, posttune, tune_threshold
+from surrogate_search.posttune import PostTuneDiverged, WorkerContext, posttune, tune_threshold
 from surrogate_search.surrogates import SurrogateDivergedError
 from surrogate_search.surrogates.learned import EmbeddingSurrogate
 
@@ -82,6 +82,20 @@ def test_resume_from_a_saved_state_finishes_like_an_uninterrupted_run(tabular_ch
     assert [h["step"] for h in resumed.history] == [h["step"] for h in full.history]
 
 
+def test_the_seed_decides_a_run_and_the_same_seed_repeats_it(tabular_checkpoint) -> None:
+    config = tabular_config(method="deep_embedding", steps=4, eval_every=2, lr=1e-3, surrogate={"warmup_steps": 2})
+    first, again, other = (posttune(config.replace(seed=seed), tabular_checkpoint) for seed in (0, 0, 1))
+
+    def trace(result):  # every evaluation's figures, the clock aside
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
+
+    assert (again.final_weights, again.batches_digest, trace(again)) == (first.final_weights, first.batches_digest,
+                                                                         trace(first))
+    assert other.initial_weights == first.initial_weights  # the same base
+    assert other.batches_digest != first.batches_digest and other.final_weights != first.final_weights
+    assert [row["loss"] for row in trace(other)[1:]] != [row["loss"] for row in trace(first)[1:]]
+
+
 def test_nan_surrogate_stops_the_run_before_the_model_changes(tabular_checkpoint, monkeypatch) -> None:
     seen = {}
 
@@ -95,9 +109,16 @@ def test_nan_surrogate_stops_the_run_before_the_model_changes(tabular_checkpoint
 
     monkeypatch.setattr(EmbeddingSurrogate, "forward", nan_forward)
     config = tabular_config(method="deep_embedding", surrogate={"warmup_steps": 0})
-    with pytest.raises(SurrogateDivergedError, match="not finite .* the model was not updated"):
+    with pytest.raises(SurrogateDivergedError, match="not finite .* the model was not updated") as raised:
         posttune(config, tabular_checkpoint, context=WorkerContext(prepare_model=keep))
     after = seen["model"].state_dict()
+    # Ended at once, at the first model update, with the last finite evaluation (the base's) and the reason.
+    diverged = raised.value
+    assert isinstance(diverged, PostTuneDiverged)
+    assert (diverged.method, diverged.seed, diverged.step) == ("deep_embedding", 0, 1)
+    assert diverged.last_evaluation["step"] == 0.0 and "val/f1" in diverged.last_evaluation
+    assert "deep_embedding surrogate's training loss is not finite" in str(diverged)
+    assert "surrogate.lr (now 0.001)" in str(diverged) and "lr (now 0.0001)" in str(diverged)
     assert all(torch.equal(seen["before"][k], after[k]) for k in after)
 
 

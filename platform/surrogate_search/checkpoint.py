@@ -3,9 +3,10 @@
 Saved with ``torch.save`` as plain dicts, tensors and numbers, so they load with
 ``torch.load(..., weights_only=True)``: a checkpoint from elsewhere cannot run code.
 
-A checkpoint also records the version of its task's data definition (``Task.version``) and,
-when the caller passes one, a fingerprint of the validation labels: a base model trained before
-the task's data or labelling changed is refused instead of being post-tuned into nonsense.
+A checkpoint also records the version of its task's data definition (``Task.version``) and the
+fingerprint of its task's definition and data (``Task.fingerprint``: options, data seed, split
+sizes, labels, classes): a base model trained before the task's data or labelling changed is
+refused (:meth:`BaseCheckpoint.check_fingerprint`) instead of being post-tuned into nonsense.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import pickle
 import pickletools
 import re
@@ -27,7 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from surrogate_search.tasks import TASKS, Task, get_task
+from surrogate_search.tasks import TASKS, Splits, Task, get_task
+from surrogate_search.tasks.base import labels_digest
+
+log = logging.getLogger(__name__)
 
 FORMAT = "surrogate-search/base-model/v1"
 FILENAME = "model.pt"
@@ -55,9 +60,15 @@ def labels_fingerprint(labels: Sequence[Any]) -> str:
     """A short hash of a split's labels (in order): it changes when the labelling, the split sizes or
     the split seed change. Pass ``labels_fingerprint(splits.val.labels)`` to ``save_checkpoint`` and
     check it with ``BaseCheckpoint.check_labels`` once the splits are loaded."""
-    plain = [label.item() if hasattr(label, "item") else label for label in labels]  # numpy/torch scalars hash as numbers
-    text = json.dumps([label if isinstance(label, (str, int, float, bool)) else str(label) for label in plain])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return labels_digest(labels)
+
+
+def fingerprint_changes(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    """``key: saved -> now`` for every entry of two fingerprints that differs (nested keys dotted)."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [change for key in sorted(set(saved) | set(now), key=str)
+                for change in fingerprint_changes(saved.get(key), now.get(key), f"{prefix}{key}.")]
+    return [] if saved == now else [f"{prefix.rstrip('.')}: {saved!r} -> {now!r}"]
 
 
 def task_version(task_name: str) -> int | None:
@@ -81,6 +92,9 @@ class BaseCheckpoint:
     """``Task.version`` when the checkpoint was saved (1 for checkpoints older than the field)."""
     data_fingerprint: str | None = None
     """``labels_fingerprint`` of the validation labels when saved; None if the saver gave none."""
+    fingerprint: dict[str, Any] | None = None
+    """``Task.fingerprint`` of its task and data when pretrained; None for checkpoints saved before
+    fingerprints were recorded (accepted with a warning: nothing to compare)."""
 
     def pretrain_command(self) -> str:
         out = self.path.parent if self.path is not None else f"runs/base_{self.task_name}"
@@ -99,6 +113,23 @@ class BaseCheckpoint:
                 f"fingerprint {self.data_fingerprint}, they have {now} (the labelling, split sizes or data changed). "
                 f"Pretrain the base again: `{self.pretrain_command()}`")
 
+    def check_fingerprint(self, task: Task, splits: Splits) -> None:
+        """Raise ``StaleCheckpointError`` naming what changed, and the command that pretrains the base
+        again, when ``task.fingerprint(splits)`` (its data as loaded now) is not what the base model
+        was pretrained on. A checkpoint saved before fingerprints existed passes with a warning."""
+        if self.fingerprint is None:
+            log.warning("checkpoint %s was saved without a fingerprint of its task's data (pretrained by an older "
+                        "version): it is used as is, unchecked. Pretrain it again to record one: `%s`",
+                        self.path, self.pretrain_command())
+            return
+        changes = fingerprint_changes(self.fingerprint, json.loads(json.dumps(task.fingerprint(splits), default=str)))
+        if changes:
+            raise StaleCheckpointError(
+                f"checkpoint {self.path} was pretrained on other data than task {self.task_name!r} (options "
+                f"{self.task_options}, data seed {self.task_seed}) gives now; changed: {'; '.join(changes)}. A base "
+                f"model trained on other data is wrong for this one. Pretrain the base again: "
+                f"`{self.pretrain_command()}`")
+
     def build_task(self) -> Task:
         return get_task(self.task_name, seed=self.task_seed, **self.task_options)
 
@@ -116,10 +147,12 @@ def checkpoint_file(path: str | Path) -> Path:
 
 
 def save_checkpoint(path: str | Path, task: Task, model: nn.Module, model_options: dict[str, Any],
-                    metrics: dict[str, Any] | None = None, *, data_fingerprint: str | None = None) -> Path:
+                    metrics: dict[str, Any] | None = None, *, data_fingerprint: str | None = None,
+                    splits: Splits | None = None) -> Path:
     """Write ``path/model.pt`` (atomically): the weights, what rebuilds the task and model, the
-    task's ``version`` and, if given, ``data_fingerprint`` (``labels_fingerprint`` of the validation
-    labels the model was selected on)."""
+    task's ``version``, with ``splits`` (the data the model was trained on) ``task.fingerprint(splits)``
+    and, if given, ``data_fingerprint`` (``labels_fingerprint`` of the validation labels the model
+    was selected on)."""
     file = checkpoint_file(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -127,6 +160,8 @@ def save_checkpoint(path: str | Path, task: Task, model: nn.Module, model_option
         "task": task.name,
         "task_version": int(type(task).version),
         "data_fingerprint": data_fingerprint,
+        # through JSON: plain strings, numbers, lists and dicts, which load with weights_only=True
+        "fingerprint": json.loads(json.dumps(task.fingerprint(splits), default=str)) if splits is not None else None,
         "task_seed": task.seed,
         "task_options": dict(task.options),
         "model_options": dict(model_options),
@@ -219,6 +254,7 @@ def load_checkpoint(path: str | Path, expected_task: str | None = None) -> BaseC
         path=file,
         task_version=int(payload.get("task_version", 1)),
         data_fingerprint=payload.get("data_fingerprint"),
+        fingerprint=payload.get("fingerprint"),
     )
     current = task_version(checkpoint.task_name)
     if current is not None and current != checkpoint.task_version:

@@ -9,6 +9,7 @@ so every method gets the same model updates on the same batches.
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import time
@@ -25,9 +26,9 @@ from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.progress import Progress
 from surrogate_search.sampling import create_sampler
-from surrogate_search.surrogates import SavedSurrogate, create_loss
-from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step
-from surrogate_search.surrogates.base import PostTuneLoss, check_finite
+from surrogate_search.surrogates import SavedSurrogate, create_loss, loss_class
+from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step, weights_digest
+from surrogate_search.surrogates.base import PostTuneLoss, SurrogateDivergedError, check_finite, synced_finite_checks
 from surrogate_search.surrogates.proxy import judged_by_confusion_matrix
 from surrogate_search.tasks import Split, Splits, Task
 from surrogate_search.utils import is_better, resolve_device, seed_everything
@@ -121,10 +122,64 @@ class PostTuneResult:
     tuned: TunedThreshold | None = None
     """The selected model's decision threshold chosen on val, and its metric on test there
     (classification tasks; None otherwise)."""
+    model_updates: int = 0
+    """Model updates this run made (rank 0's; every worker makes as many): a fair comparison gives
+    every method the same number."""
+    batches_digest: str = ""
+    """A hash of the batches the model updates were made on, in order (rank 0's shard): equal for
+    every method run with the same seed and data."""
+    initial_weights: str = ""
+    """A hash of the model's weights before the first update (the base checkpoint's)."""
+    final_weights: str = ""
+    """A hash of the model's weights after the last update."""
+
+
+class PostTuneDiverged(SurrogateDivergedError):
+    """A post-tuning run stopped at its first non-finite surrogate or loss value, before it reached
+    the model's weights. Divergence is a result of the settings, not a fault of the machine: running
+    the same settings again diverges again, so nothing retries it (a search records the trial as
+    PRUNED, see :mod:`surrogate_search.search.train`). The message names the method, the step and
+    the settings to change, with their values."""
+
+    def __init__(self, config: PostTuneConfig, cause: SurrogateDivergedError, *, step: int,
+                 last_evaluation: dict[str, float] | None, selected_by: str) -> None:
+        self.method, self.seed, self.step, self.steps = config.method, config.seed, step, config.steps
+        self.last_evaluation = dict(last_evaluation or {})
+        """The last evaluation before the divergence (the base model's, step 0, if none came after it)."""
+        self.changes = divergence_changes(config)
+        last = ""
+        if self.last_evaluation:
+            last = (f" The last finite evaluation was at step {int(self.last_evaluation.get('step', 0))}: "
+                    f"{selected_by} {self.last_evaluation.get(selected_by, float('nan')):.4f}.")
+        at = f"step {step} of {config.steps}" if step else "the surrogate's pretraining or warm-up, before step 1"
+        super().__init__(f"post-tuning with {config.method} (seed {config.seed}) diverged at {at}: {cause.what}; "
+                         f"the model was not updated with it.{last} Change the config: {', or '.join(self.changes)}.",
+                         what=cause.what)
+
+
+def divergence_changes(config: PostTuneConfig) -> list[str]:
+    """What to change, with the values now, when ``config``'s run diverges: the model's step size,
+    and for a learned surrogate its step size, gradient penalty and the proxy term's weight."""
+    changes = [f"lower lr (now {config.lr:g})"]
+    if loss_class(config.method).learned:
+        s = config.surrogate
+        changes += [f"lower surrogate.lr (now {s.lr:g})", f"raise surrogate.grad_penalty (now {s.grad_penalty:g})",
+                    f"raise surrogate.proxy_weight (now {s.proxy_weight:g}) to keep the proxy loss in the model's loss"]
+    return changes
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def _chain_digest(previous: str, batch: Split) -> str:
+    """``previous`` extended by ``batch``'s tensors and labels: one hash of every batch so far, in order,
+    kept as a string so that a resumed run continues it."""
+    digest = hashlib.sha256(previous.encode())
+    for name in sorted(batch.tensors):
+        digest.update(batch.tensors[name].detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(batch.labels).encode())
+    return digest.hexdigest()
 
 
 def _batches(split: Split, batch_size: int, generator: torch.Generator) -> Iterator[Split]:
@@ -164,6 +219,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     device = resolve_device(ctx.device or config.device)
     started = time.perf_counter()
     splits = splits or task.splits(cache_dir)
+    if not isinstance(checkpoint, BaseCheckpoint):  # loaded here: is its data still the task's?
+        ckpt.check_fingerprint(task, splits)
     shard = splits[config.data].shard(ctx.rank, ctx.world_size)
 
     seed_everything(config.seed)  # same seed on every rank: identical surrogate initialisation
@@ -188,7 +245,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     selected_by = selection_key(task, config)
 
     state: dict[str, Any] = {"step": 0, "best_value": None, "best_step": 0, "best_model": None, "history": [],
-                             "base_val": None, "warm": False}
+                             "base_val": None, "warm": False, "batches_digest": "",
+                             "initial_weights": weights_digest(_unwrap(model).state_dict())}
 
     def full_state() -> dict[str, Any]:
         return {
@@ -211,7 +269,7 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
             surrogate_opt.load_state_dict(saved["surrogate_opt"])
         batch_gen.set_state(saved["batch_gen"])
         pair_gen.set_state(saved["pair_gen"])
-        state.update({k: saved[k] for k in state})
+        state.update({k: saved[k] for k in state if k in saved})  # states saved before a field existed lack it
         log.info("resumed %s at step %d", config.method, state["step"])
 
     def surrogate_update() -> dict[str, float]:
@@ -242,48 +300,60 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
 
     stats: dict[str, float] = {}
     pretraining: dict[str, Any] = {}
-    if surrogate is not None and not state["warm"]:
-        log.info("%s: starting from the surrogate in %s (no pretraining)", config.method, surrogate.source)
-    elif loss_fn.learned and not state["warm"] and config.surrogate.pretrain_steps:
-        # From the base model, on the whole tuning data: the same surrogate on every worker and seed.
-        pretraining = pretrained_surrogate(loss_fn, task, ckpt, _unwrap(model), splits, config, device=device,
-                                           cache_dir=cache_dir)
-    if loss_fn.learned and not state["warm"]:
-        for _ in range(config.surrogate.warmup_steps):
-            stats = surrogate_update()
-        if stats:
-            log.info("surrogate warm-up: %d updates, fit %.4f, mae %.4f", config.surrogate.warmup_steps,
-                     stats["surrogate/fit"], stats["surrogate/mae"])
-        state["warm"] = True
+    # A non-finite value stops the run at once (PostTuneDiverged), never reaching the weights; every
+    # worker stops at the same check.
+    progress: Progress | None = None
+    try:
+        if surrogate is not None and not state["warm"]:
+            log.info("%s: starting from the surrogate in %s (no pretraining)", config.method, surrogate.source)
+        elif loss_fn.learned and not state["warm"] and config.surrogate.pretrain_steps:
+            # From the base model, on the whole tuning data: the same surrogate on every worker and seed.
+            pretraining = pretrained_surrogate(loss_fn, task, ckpt, _unwrap(model), splits, config, device=device,
+                                               cache_dir=cache_dir)
+        with synced_finite_checks(ctx.world_size):  # from here on, every worker runs the same checks in step
+            if loss_fn.learned and not state["warm"]:
+                for _ in range(config.surrogate.warmup_steps):
+                    stats = surrogate_update()
+                if stats:
+                    log.info("surrogate warm-up: %d updates, fit %.4f, mae %.4f", config.surrogate.warmup_steps,
+                             stats["surrogate/fit"], stats["surrogate/mae"])
+            state["warm"] = True
 
-    model.train()
-    progress = Progress(f"{config.method} seed {config.seed}", config.steps, unit="step", initial=state["step"],
-                        rank=ctx.rank)
-    while state["step"] < config.steps:
-        step = state["step"] + 1
-        if loss_fn.learned:
-            for _ in range(config.surrogate.steps_per_model_step):
-                stats = surrogate_update()
-        batch = next(batches).to(device)
-        stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step))
-        schedule.step()
-        state["step"] = step
-        progress.reach(step)
+            model.train()
+            progress = Progress(f"{config.method} seed {config.seed}", config.steps, unit="step", initial=state["step"],
+                                rank=ctx.rank)
+            while state["step"] < config.steps:
+                step = state["step"] + 1
+                if loss_fn.learned:
+                    for _ in range(config.surrogate.steps_per_model_step):
+                        stats = surrogate_update()
+                batch = next(batches)
+                state["batches_digest"] = _chain_digest(state["batches_digest"], batch)
+                batch = batch.to(device)
+                stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step))
+                schedule.step()
+                state["step"] = step
+                progress.reach(step)
 
-        if step % config.eval_every == 0 or step == config.steps:
-            row = evaluate(step, stats)
-            value = row[selected_by]
-            if is_better(value, state["best_value"], higher):
-                state.update(best_value=value, best_step=step,
-                             best_model={k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()})
-            state["history"].append(row)
-            progress.reach(step, val=f"{selected_by[4:]} {value:.4f}", best=f"{state['best_value']:.4f}")
-            log.info("%s seed %d step %d/%d  val %s %.4f  (best %.4f at %d)  loss %.4f  %.0fs", config.method, config.seed,
-                     step, config.steps, selected_by[4:], value, state["best_value"], state["best_step"],
-                     stats["loss"], row["seconds"])
-            if ctx.report is not None:
-                ctx.report({k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}, full_state)
-
+                if step % config.eval_every == 0 or step == config.steps:
+                    row = evaluate(step, stats)
+                    value = row[selected_by]
+                    if is_better(value, state["best_value"], higher):
+                        state.update(best_value=value, best_step=step,
+                                     best_model={k: v.detach().cpu().clone() for k, v in _unwrap(model).state_dict().items()})
+                    state["history"].append(row)
+                    progress.reach(step, val=f"{selected_by[4:]} {value:.4f}", best=f"{state['best_value']:.4f}")
+                    log.info("%s seed %d step %d/%d  val %s %.4f  (best %.4f at %d)  loss %.4f  %.0fs", config.method, config.seed,
+                             step, config.steps, selected_by[4:], value, state["best_value"], state["best_step"],
+                             stats["loss"], row["seconds"])
+                    if ctx.report is not None:
+                        ctx.report({k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}, full_state)
+    except SurrogateDivergedError as exc:
+        if progress is not None:
+            progress.close()
+        raise PostTuneDiverged(config, exc, step=state["step"] + 1 if state["warm"] else 0,
+                               last_evaluation=state["history"][-1], selected_by=selected_by) from exc
+    assert progress is not None
     progress.close()
     final_model = _unwrap(model)
     test_final = task.evaluate(final_model, splits.test, device=device)
@@ -295,4 +365,6 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     return PostTuneResult(method=config.method, seed=config.seed, steps=config.steps, best_step=state["best_step"],
                           val=val, test=test, test_final=test_final, base_val=state["base_val"],
                           history=state["history"], seconds=time.perf_counter() - started, tuned=tuned,
-                          surrogate_pretraining=pretraining, surrogate_source=surrogate.source if surrogate else "")
+                          surrogate_pretraining=pretraining, surrogate_source=surrogate.source if surrogate else "",
+                          model_updates=state["step"], batches_digest=state["batches_digest"],
+                          initial_weights=state["initial_weights"], final_weights=weights_digest(final_model.state_dict()))

@@ -103,7 +103,7 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
     test = task.evaluate(model, splits.test, device=dev)
     seconds = time.perf_counter() - started
     out = Path(out_dir)
-    file = save_checkpoint(out, task, model.cpu(), model_options, metrics={"val": val, "test": test})
+    file = save_checkpoint(out, task, model.cpu(), model_options, metrics={"val": val, "test": test}, splits=splits)
     result = PretrainResult(str(file), epoch, kept_epoch, seconds, val, test)
     (out / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
@@ -122,11 +122,15 @@ def ensure_base_checkpoint(task: Task, path: str | Path | None = None, *, cache_
                            pretrain_options: Mapping[str, Any] | None = None) -> BaseCheckpoint:
     """Load the base checkpoint at ``path`` (default :func:`default_checkpoint_dir`), pretraining it
     first if it does not exist yet. A checkpoint of another task is an error, never silently replaced;
-    one pretrained for an older version of the task, or with other task options or data seed, is
-    pretrained again only with ``replace_stale`` (for folders the caller owns, such as ``make run``'s)."""
+    one pretrained for an older version of the task, on data that no longer matches its fingerprint
+    (``StaleCheckpointError``), or with other task options or data seed, is pretrained again only
+    with ``replace_stale`` (for folders the caller owns, such as ``make run``'s)."""
     path = Path(path) if path else default_checkpoint_dir(task)
     try:
         checkpoint = load_checkpoint(path, expected_task=task.name)
+        # Its own options rebuild its task: is that task's data still what the model was trained on?
+        own = checkpoint.build_task()
+        checkpoint.check_fingerprint(own, own.splits(cache_dir))
         differs = _option_changes(checkpoint, task)
         if not differs:
             return checkpoint

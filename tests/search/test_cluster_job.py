@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +196,17 @@ def test_search_job_runs_on_a_two_node_cluster(two_node_cluster: Cluster, tabula
     assert f"Job '{submission_id}' succeeded" in out
     assert "best trial trial_0000" in out
     assert JobSubmissionClient(two_node_cluster.address).get_job_status(submission_id) == JobStatus.SUCCEEDED
+    # Token authentication is on for this cluster: the dashboard's job API refuses a client without
+    # the token (HTTP 401) and answers the same request with it.
+    from ray._private.authentication.http_token_authentication import get_auth_headers_if_auth_enabled
+
+    url = f"{two_node_cluster.address}/api/jobs/{submission_id}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=30)
+    assert refused.value.code == 401
+    with urllib.request.urlopen(urllib.request.Request(url, headers=get_auth_headers_if_auth_enabled({})),
+                                timeout=30) as answer:
+        assert json.loads(answer.read())["submission_id"] == submission_id
 
     rows = [json.loads(line) for line in
             (storage / "tabular_f1_smoke" / "train" / "trial_0000" / "metrics.jsonl").read_text().splitlines()]

@@ -37,6 +37,9 @@ MLFLOW_RUN_KEY = "mlflow_run_id"
 the Optuna user attribute that keeps it (the trial's MLflow run carries the tag ``optuna_trial``)."""
 FINAL_KEY = "final"
 """1.0 in the last row a post-tuning run reports; a trial whose last row lacks it was stopped early."""
+DIVERGED_KEY = "diverged"
+"""In the last row of a post-tuning run that diverged: why (the error's message, a string). The
+trial's Optuna user attribute and its MLflow run's tag of the same name keep it; the trial is PRUNED."""
 
 
 class StorageError(ValueError):
@@ -92,9 +95,13 @@ class SearchOutcome:
     """Optuna trial numbers found RUNNING on resume, marked FAILED and re-queued."""
     mlflow: dict[str, str] = field(default_factory=dict)
     """Where the search was recorded (``experiment``, ``run_id`` of its parent run, ``tracking_uri``)."""
+    diverged: dict[int, str] = field(default_factory=dict)
+    """Optuna trial number -> why it diverged, for the trials that diverged (recorded PRUNED)."""
 
     def summary(self) -> str:
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.states.items()))
+        if self.diverged:
+            states += f" ({len(self.diverged)} of them diverged: trial {', '.join(map(str, sorted(self.diverged)))})"
         if self.best_value is None:
             return f"search {self.search_dir}: no trial finished ({states})"
         params = "\n".join(f"  {k}: {v!r}" for k, v in sorted(self.best_params.items()))
@@ -111,9 +118,10 @@ def summarize(spec: SearchSpec, study: Any, search_dir: Path) -> SearchOutcome:
     states: dict[str, int] = {}
     for t in trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
+    diverged = {t.number: str(t.user_attrs[DIVERGED_KEY]) for t in trials if DIVERGED_KEY in t.user_attrs}
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not complete:
-        return SearchOutcome(search_dir, spec.metric, spec.mode, None, {}, {}, None, states)
+        return SearchOutcome(search_dir, spec.metric, spec.mode, None, {}, {}, None, states, diverged=diverged)
     best = (max if spec.mode == "max" else min)(complete, key=lambda t: t.value)
     config = spec.trial_config(best.params).to_dict()
     run = best.user_attrs.get("train_run")
@@ -126,7 +134,8 @@ def summarize(spec: SearchSpec, study: Any, search_dir: Path) -> SearchOutcome:
         f"# Best trial of {spec.path}. Compare it with the baselines:\n"
         f"#   surrogate-search compare --from-search {search_dir / BEST_CONFIG}\n"
         + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
-    return SearchOutcome(search_dir, spec.metric, spec.mode, float(best.value), dict(best.params), config, run, states)
+    return SearchOutcome(search_dir, spec.metric, spec.mode, float(best.value), dict(best.params), config, run, states,
+                         diverged=diverged)
 
 
 def load_best_config(path: str | Path) -> dict[str, Any]:

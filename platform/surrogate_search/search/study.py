@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from surrogate_search.search.outcome import (FINAL_KEY, MLFLOW_RUN_KEY, RUN_KEY, STUDY_DB, TRIAL_KEY, StorageError,
-                                             train_run_name)
+from surrogate_search.search.outcome import (DIVERGED_KEY, FINAL_KEY, MLFLOW_RUN_KEY, RUN_KEY, STUDY_DB, TRIAL_KEY,
+                                             StorageError, train_run_name)
 from surrogate_search.search.space import SearchSpec
 
 
@@ -78,8 +78,10 @@ def searcher_class() -> type:
         """OptunaSearch that (1) names each trial's Ray Train run after its Optuna trial (kept when the
         trial is re-queued on resume) and tells the trial its Optuna number, (2) keeps the MLflow run id
         that a tracked trial reports as the Optuna user attribute ``mlflow_run_id``, and (3) tells
-        Optuna PRUNED for trials stopped by the scheduler: stock OptunaSearch tells COMPLETE with the
-        last, early value, which misleads TPE."""
+        Optuna PRUNED for trials stopped by the scheduler and for trials that diverged (keeping why as
+        the user attribute ``diverged``): stock OptunaSearch tells COMPLETE with the last, early value,
+        which misleads TPE, and a diverged trial told FAIL would be ignored by TPE, which would keep
+        sampling where runs diverge."""
 
         def suggest(self, trial_id: str) -> dict | None:
             params = super().suggest(trial_id)
@@ -109,6 +111,8 @@ def searcher_class() -> type:
             if not stopped_early:
                 return super().on_trial_complete(trial_id, result=result, error=error)
             ot_trial = self._ot_trials[trial_id]
+            if result.get(DIVERGED_KEY):
+                ot_trial.set_user_attr(DIVERGED_KEY, str(result[DIVERGED_KEY]))
             # The result that made the scheduler stop the trial never reaches on_trial_result;
             # report it, so that TPE ranks the pruned trial by how far it got and how well.
             if result.get(self.metric) is not None:

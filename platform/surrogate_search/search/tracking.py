@@ -39,7 +39,7 @@ from ray.train import UserCallback
 from ray.tune import Callback
 
 from surrogate_search.config import PostTuneConfig
-from surrogate_search.search.outcome import BEST_CONFIG, SearchOutcome, train_run_name
+from surrogate_search.search.outcome import BEST_CONFIG, DIVERGED_KEY, SearchOutcome, train_run_name
 from surrogate_search.search.plots import PLOT_FOLDER, close_figures, search_figures
 from surrogate_search.tracking.recorder import method_tags, task_experiment_name
 from surrogate_search.tracking.runs import PARENT_TAG, TRIAL_TAG, TrialLogger, finish_run, start_search_run, trial_logger
@@ -65,7 +65,7 @@ def search_key(search_dir: Path) -> str:
 
 class ReportToMlflow(UserCallback):
     """Runs in the Ray Train controller: every report of rank 0 becomes one step of the trial's run
-    (``objective`` repeats the search's metric)."""
+    (``objective`` repeats the search's metric). A run that diverged gets the tag ``diverged`` (why)."""
 
     def __init__(self, run: TrialLogger, objective: str) -> None:
         self.run = run
@@ -74,6 +74,8 @@ class ReportToMlflow(UserCallback):
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         row = dict(metrics[0])
         step = int(row.pop("step", 0))
+        if row.get(DIVERGED_KEY):
+            self.run.set_tags({DIVERGED_KEY: row.pop(DIVERGED_KEY)})
         if self.objective in row:
             row["objective"] = row[self.objective]
         self.run.log(row, step=step)

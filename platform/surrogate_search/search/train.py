@@ -3,7 +3,9 @@ running :func:`surrogate_search.posttune.posttune` unchanged on its shard of the
 
 Every evaluation is reported through ``ray.train.report`` with a checkpoint of the loop's full
 state, so a run whose worker dies restarts its worker group (``FailureConfig``) and carries on
-from the last evaluation. A run with the same ``name`` and ``storage_path`` resumes its own
+from the last evaluation. A run that diverges is not a failure: the same settings would diverge
+again, so its last row (:func:`diverged_row`) reports the last finite evaluation and why, and the
+run ends normally, without retries (its trial then reaches Optuna as PRUNED). A run with the same ``name`` and ``storage_path`` resumes its own
 checkpoints, which is how a restarted Tune trial picks up where it stopped.
 
 :func:`run_inline` runs the same loop, with the same reports, in the calling Tune trial's own
@@ -14,6 +16,7 @@ process, each importing torch), which costs more than a short trial itself on a 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from ray.train import UserCallback
 
 from surrogate_search.checkpoint import BaseCheckpoint
 from surrogate_search.config import PostTuneConfig
+from surrogate_search.search.outcome import DIVERGED_KEY
 
 STATE_FILE = "loop_state.pt"
 METRICS_LOG = "metrics.jsonl"
@@ -58,7 +62,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch.distributed as dist
 
-    from surrogate_search.posttune import WorkerContext, posttune
+    from surrogate_search.posttune import PostTuneDiverged, WorkerContext, posttune
 
     config: PostTuneConfig = loop_config["config"]
     checkpoint: BaseCheckpoint = loop_config["checkpoint"]
@@ -103,7 +107,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     context = WorkerContext(rank=rank, world_size=world_size, device=ray.train.torch.get_device(),
                             prepare_model=ray.train.torch.prepare_model if world_size > 1 else (lambda m: m),
                             report=report, resume_state=resume_state)
-    result = posttune(config, checkpoint, cache_dir=loop_config.get("cache_dir"), context=context)
+    try:
+        result = posttune(config, checkpoint, cache_dir=loop_config.get("cache_dir"), context=context)
+    except PostTuneDiverged as exc:  # every worker stops at the same check, so every one reports this once
+        row = {**diverged_row(exc, config, nodes=len(nodes), workers=world_size), **extra}
+        ray.train.report({**row, "pids": pids, "node_ids": node_ids} if rank == 0 else row)
+        return
     final = {**final_row(result, nodes=len(nodes), workers=world_size), **extra}
     # The final row carries a checkpoint too (the finished loop's state), so that Ray Train's
     # ``Result.metrics`` -- the metrics of the latest checkpoint -- are the final ones, and a
@@ -128,6 +137,16 @@ def final_row(result: Any, *, nodes: int, workers: int) -> dict[str, float]:
     return {"step": float(result.steps), "best_step": float(result.best_step), "progress": 1.0, "final": 1.0,
             "nodes": float(nodes), "workers": float(workers), "seconds": result.seconds,
             **{f"val/{k}": v for k, v in result.val.items()}, **{f"test/{k}": v for k, v in result.test.items()}}
+
+
+def diverged_row(diverged: Any, config: PostTuneConfig, *, nodes: int, workers: int) -> dict[str, Any]:
+    """The last report of a run that diverged (a :class:`~surrogate_search.posttune.PostTuneDiverged`):
+    its last finite evaluation again, ``diverged_step``, and why (``DIVERGED_KEY``, a string). Not
+    final: the trial stopped early, so it reaches Optuna as PRUNED."""
+    last = {k: v for k, v in diverged.last_evaluation.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return {**progress_row({"step": 0.0, **last}, config, nodes=nodes, workers=workers),
+            "diverged_step": float(diverged.step), DIVERGED_KEY: str(diverged)}
 
 
 class MetricsLog(UserCallback):
@@ -191,11 +210,12 @@ def run_inline(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str,
     state: Tune's ``FailureConfig`` restarts a failed trial from it), to
     ``<storage_path>/<name>/metrics.jsonl`` and to ``callbacks`` (Ray Train ``UserCallback`` objects,
     called as the Train controller would); ``report_extra`` joins every report. Returns the
-    :class:`~surrogate_search.posttune.PostTuneResult`.
+    :class:`~surrogate_search.posttune.PostTuneResult`, or the
+    :class:`~surrogate_search.posttune.PostTuneDiverged` of a run that diverged (reported, not raised).
     """
     from ray import tune
 
-    from surrogate_search.posttune import WorkerContext, posttune
+    from surrogate_search.posttune import PostTuneDiverged, WorkerContext, posttune
 
     sinks = [MetricsLog(Path(storage_path) / name / METRICS_LOG), *(callbacks or [])]
     resume_state = None
@@ -221,7 +241,11 @@ def run_inline(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str,
     def report(metrics: dict[str, float], state_fn: Any) -> None:
         send({**progress_row(metrics, config, nodes=1, workers=1), **extra}, state_fn())
 
-    result = posttune(config, checkpoint, cache_dir=cache_dir,
-                      context=WorkerContext(report=report, resume_state=resume_state))
+    try:
+        result = posttune(config, checkpoint, cache_dir=cache_dir,
+                          context=WorkerContext(report=report, resume_state=resume_state))
+    except PostTuneDiverged as exc:  # a result, not a failure: Tune must not retry it
+        send({**diverged_row(exc, config, nodes=1, workers=1), **extra}, None)
+        return exc
     send({**final_row(result, nodes=1, workers=1), **extra}, None)
     return result

@@ -8,6 +8,8 @@ as ``--set <name>.<key>=...``, in YAML search spaces and in MLflow params).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -25,7 +27,12 @@ LEARNED_SECTIONS = ("surrogate", "sampling")
 
 
 class SurrogateDivergedError(RuntimeError):
-    """A surrogate produced NaN or infinity; the model was not updated with it."""
+    """A surrogate or a loss produced NaN or infinity; the model was not updated with it. ``what``:
+    which value, e.g. ``the proxy loss is not finite ([nan])``."""
+
+    def __init__(self, message: str, *, what: str = "") -> None:
+        super().__init__(message)
+        self.what = what or message
 
 
 class PostTuneLoss(nn.Module):
@@ -109,10 +116,42 @@ def list_methods(task: Task | None = None) -> list[str]:
     return [n for n in LOSSES.in_order() if task is None or loss_class(n).supports(task)]
 
 
+_SYNC_WORLD = 1
+"""Workers whose finite checks agree (see :func:`synced_finite_checks`); 1: each decides alone."""
+
+
+@contextlib.contextmanager
+def synced_finite_checks(world_size: int) -> Iterator[None]:
+    """Within the block, :func:`check_finite` asks every Ray Train worker: one worker's non-finite
+    value stops them all at the same check, before the next collective (DDP's gradient all-reduce)
+    would leave the others waiting for a worker that has stopped. Only for code every worker runs
+    in step, such as the post-tuning loop."""
+    global _SYNC_WORLD
+    saved, _SYNC_WORLD = _SYNC_WORLD, world_size
+    try:
+        yield
+    finally:
+        _SYNC_WORLD = saved
+
+
+def _finite_everywhere(finite: bool) -> bool:
+    import torch.distributed as dist
+
+    if _SYNC_WORLD <= 1 or not (dist.is_available() and dist.is_initialized()):
+        return finite
+    flag = torch.tensor([1 if finite else 0], dtype=torch.int32)
+    if dist.get_backend() == "nccl":
+        flag = flag.cuda()
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
 def check_finite(value: torch.Tensor, what: str, *, hint: str = "Lower surrogate.lr or raise surrogate.grad_penalty.",
                  **context: Any) -> None:
     """Raise ``SurrogateDivergedError`` naming ``what``, where (``context``) and what to change (``hint``)."""
-    if not torch.isfinite(value).all():
+    finite = bool(torch.isfinite(value).all())
+    if not _finite_everywhere(finite):
         where = ", ".join(f"{k} {v}" for k, v in context.items())
-        raise SurrogateDivergedError(f"{what} is not finite ({value.detach().flatten()[:4].tolist()}) at {where}; "
-                                     f"the model was not updated. {hint}")
+        values = value.detach().flatten()[:4].tolist() if not finite else "finite here, not on another worker"
+        raise SurrogateDivergedError(f"{what} is not finite ({values}) at {where}; the model was not updated. {hint}",
+                                     what=f"{what} is not finite ({values})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -143,6 +145,23 @@ class Task(ABC):
         return Splits(splits.train.subset(order[held:].sort().values), splits.val, splits.test,
                       tune=splits.train.subset(order[:held].sort().values))
 
+    def fingerprint(self, splits: Splits) -> dict[str, Any]:
+        """What a base checkpoint records of this task's definition and data, and compares on load:
+        a model trained on other data is refused instead of being post-tuned into nonsense. The
+        default covers the name, ``version``, options and data seed, each split's size and a digest
+        of its labels (in order: the labelling, the split and the seed), and the label values
+        themselves where there are few (the classes). A task whose data depends on more (a
+        vocabulary, a label mapping kept outside the labels) adds it: ``{**super().fingerprint(splits),
+        "vocabulary": ...}``; values must be JSON-like (str, numbers, lists, dicts)."""
+        named = {name: getattr(splits, name) for name in ("train", "val", "test", "tune")}
+        present = {name: split for name, split in named.items() if split is not None}
+        values = sorted({label if isinstance(label, (int, float, str)) else str(label) for label in _plain(splits.val.labels)},
+                        key=str)
+        return {"task": self.name, "version": int(self.version), "options": dict(self.options), "data_seed": self.seed,
+                "split_sizes": {name: len(split) for name, split in present.items()},
+                "labels": {name: labels_digest(split.labels) for name, split in present.items()},
+                "classes": values if len(values) <= 20 else f"{len(values)} distinct labels in val"}
+
     # --- model ------------------------------------------------------------------------------------
     @abstractmethod
     def build_model(self, **model_options: Any) -> nn.Module:
@@ -267,6 +286,17 @@ class Task(ABC):
                    for name in (self.metric_name, *self.report_metrics)}
         results["proxy_loss"] = loss_sum / max(len(split), 1)
         return results
+
+
+def _plain(labels: Sequence[Any]) -> list[Any]:
+    return [label.item() if hasattr(label, "item") else label for label in labels]  # numpy/torch scalars as numbers
+
+
+def labels_digest(labels: Sequence[Any]) -> str:
+    """A short hash of a split's labels, in order: it changes when the labelling, the split sizes or
+    the split seed change."""
+    text = json.dumps([label if isinstance(label, (str, int, float, bool)) else str(label) for label in _plain(labels)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 TASKS: Registry[Task] = Registry("task")
