@@ -42,3 +42,19 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path):
     assert "s3cret" not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "searches").exists()
+
+
+def test_storage_is_a_folder_or_a_file_uri_and_a_bucket_is_refused_by_name(tmp_path):
+    from surrogate_search.search.outcome import storage_folder
+
+    assert storage_folder(tmp_path / "searches") == tmp_path / "searches"
+    assert storage_folder(f"file://{tmp_path}/my%20searches") == tmp_path / "my searches"
+    with pytest.raises(StorageError, match=r"--storage s3://bucket/searches: bucket URIs are not supported yet"):
+        storage_folder("s3://bucket/searches")
+    # As a user types it: refused before any work, nothing created (no ./s3:/bucket folder).
+    done = subprocess.run([sys.executable, "-m", "surrogate_search.cli", "search", str(REPO_ROOT / "search_spaces" /
+                           "tabular_f1_smoke.yaml"), "--storage", "s3://bucket/searches", "--no-track"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "bucket URIs are not supported yet" in done.stderr
+    assert list(tmp_path.iterdir()) == []

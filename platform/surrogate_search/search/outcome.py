@@ -46,6 +46,22 @@ class StorageError(ValueError):
     """A search's folder cannot be used as asked: nothing there to resume, or it cannot be written."""
 
 
+def storage_folder(storage: str | Path) -> Path:
+    """The folder a ``--storage`` value names: a path, or a ``file://`` URI. A bucket URI
+    (``s3://``, ``gs://``, ...) is refused with :class:`StorageError`: the search writes its own
+    files (the study, ``metrics.jsonl``, ``best_config.yaml``) with plain file calls, so on a cluster
+    ``--storage`` is a folder every node sees (NFS)."""
+    text = str(storage)
+    if text.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(text).path))
+    if "://" in text:
+        raise StorageError(f"--storage {text}: bucket URIs are not supported yet; pass a folder every node sees "
+                           f"(NFS or another shared file system), e.g. --storage /shared/searches")
+    return Path(text)
+
+
 def check_search_dir(search_dir: Path, resume: bool, study_in_folder: bool = True) -> None:
     """Fail before any work, creating nothing, when the search in ``search_dir`` cannot run: ``resume``
     with no search there, a search there already without ``resume`` (``FileExistsError``), or a

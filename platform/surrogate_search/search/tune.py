@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from surrogate_search.search.outcome import (MLFLOW_RUN_KEY, RUN_KEY, TRAIN_DIR, TRIAL_KEY, SearchOutcome,
-                                             check_search_dir, summarize)
+                                             check_search_dir, storage_folder, summarize)
 from surrogate_search.search.resources import (ResourcePlan, fit_to_machine, local_cluster, plan_resources,
                                                trial_cpus, trial_resources)
 from surrogate_search.search.space import SearchSpec
@@ -94,7 +94,7 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
     """
     # Everything that can be checked is checked before any work: the search's folder (nothing is
     # created yet), the tracking store, whether a trial fits, the base checkpoint; then Ray starts.
-    search_dir = (Path(storage) / spec.name).resolve()
+    search_dir = (storage_folder(storage) / spec.name).resolve()
     check_search_dir(search_dir, resume, study_in_folder=study_storage is None)
     if study_storage is not None:
         check_study_storage(spec.name, study_storage, resume)
