@@ -54,7 +54,8 @@ def registered(tmp_path_factory: pytest.TempPathFactory, tabular_checkpoint) -> 
 
 def test_compare_registers_its_best_surrogate_as_the_champion(registered) -> None:
     client = registered.client
-    assert f"registered surrogate {NAME} version 1 (val f1 " in registered.output
+    # Judged as the comparison selects on F1 tasks: val F1 at the threshold chosen on val.
+    assert f"registered surrogate {NAME} version 1 (val f1_at_val_threshold " in registered.output
     assert f"now @{CHAMPION} (the first)" in registered.output
     assert f"--surrogate models:/{NAME}@{CHAMPION}" in registered.output
     assert client.get_registered_model(NAME).aliases == {CHAMPION: 1}
@@ -63,8 +64,8 @@ def test_compare_registers_its_best_surrogate_as_the_champion(registered) -> Non
                                    filter_string="tags.run_kind = 'comparison'")
     best_run = client.get_run(parent.data.tags["best_surrogate_run_id"])
     assert version.run_id == best_run.info.run_id and version.tags["method"] == "deep_embedding"
-    assert (version.tags["metric"], version.tags["split"]) == ("f1", "val")
-    assert float(version.tags["value"]) == pytest.approx(best_run.data.metrics["best_val/f1"])
+    assert (version.tags["metric"], version.tags["split"]) == ("f1_at_val_threshold", "val")
+    assert float(version.tags["value"]) == pytest.approx(best_run.data.metrics["best_val/f1_at_val_threshold"])
     assert parent.data.tags["registered_surrogate"] == f"models:/{NAME}/1"
 
 
@@ -121,13 +122,13 @@ def test_a_missing_or_mismatched_model_is_a_clear_error(registered, capsys, surr
 
 def test_the_champion_alias_moves_only_to_a_better_version(registered) -> None:
     first = registered.client.get_model_version(NAME, "1")
-    value = float(first.tags["value"])
-    worse = register_surrogate(first.source, NAME, metric="f1", value=value - 0.1, higher_is_better=True,
+    value, metric = float(first.tags["value"]), first.tags["metric"]
+    worse = register_surrogate(first.source, NAME, metric=metric, value=value - 0.1, higher_is_better=True,
                                tracking_uri=registered.uri)
     assert (worse.version, worse.champion, worse.previous_version) == ("2", False, "1")
     assert registered.client.get_registered_model(NAME).aliases[CHAMPION] == 1
-    assert worse.summary().endswith(f"@{CHAMPION} stays version 1, val f1 {value:.4f}")
-    better = register_surrogate(first.source, NAME, metric="f1", value=value + 0.01, higher_is_better=True,
+    assert worse.summary().endswith(f"@{CHAMPION} stays version 1, val {metric} {value:.4f}")
+    better = register_surrogate(first.source, NAME, metric=metric, value=value + 0.01, higher_is_better=True,
                                 tracking_uri=registered.uri)
     assert better.champion and registered.client.get_registered_model(NAME).aliases[CHAMPION] == 3
     assert f"now @{CHAMPION} (was version 1" in better.summary()

@@ -259,10 +259,20 @@ def tracked_compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | N
     return TrackedComparison(result, parent, experiment, {k: r.run_id for k, r in recorded.items()}, uri, registration)
 
 
-def _register(uri: str, parent: str, best: tuple[PostTuneConfig, Recorded, str], name: str,
+def judged_value(result: PostTuneResult, metric: str, by_threshold: bool) -> tuple[str, float]:
+    """What a run's surrogate is judged by, among a comparison's runs and in the model registry: the
+    figure its run selected by (``selection_key``). With ``by_threshold`` (F1 tasks under
+    ``selection: auto``) that is the selected model's val metric at the threshold chosen on val,
+    ``f1_at_val_threshold`` (as its run logs it); else the metric at the task's own decision rule."""
+    if by_threshold and result.tuned is not None:
+        return f"{metric}_at_val_threshold", result.tuned.val
+    return metric, result.val[metric]
+
+
+def _register(uri: str, parent: str, best: tuple[PostTuneConfig, Recorded, str, tuple[str, float]], name: str,
               result: Comparison) -> Registration:
-    config, recorded, model_uri = best
-    registration = register_surrogate(model_uri, name, metric=result.metric, value=recorded.result.val[result.metric],
+    config, recorded, model_uri, (judged_by, value) = best
+    registration = register_surrogate(model_uri, name, metric=judged_by, value=value,
                                       higher_is_better=result.higher_is_better, tracking_uri=uri,
                                       run_id=recorded.run_id,
                                       tags={"task": result.task, "method": config.method, "seed": config.seed,
@@ -274,9 +284,9 @@ def _register(uri: str, parent: str, best: tuple[PostTuneConfig, Recorded, str],
 
 def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckpoint, splits: Splits,
                        result: Comparison, recorded: dict[tuple[str, int], Recorded]
-                       ) -> tuple[PostTuneConfig, Recorded, str] | None:
+                       ) -> tuple[PostTuneConfig, Recorded, str, tuple[str, float]] | None:
     """Log the comparison's table, plots and best learned surrogate (a model) on the parent run;
-    returns that surrogate's config, run and model URI (None when no method learned one)."""
+    returns that surrogate's config, run, model URI and what it was judged by (None when no method learned one)."""
     logger = TrialLogger(uri, parent)
     metric, higher = result.metric, result.higher_is_better
     summary: dict[str, float] = {"base_test": result.base_test, **{f"base_{k}": v for k, v in result.base_splits.items()}}
@@ -311,12 +321,13 @@ def _record_comparison(uri: str, parent: str, task: Task, checkpoint: BaseCheckp
     learned = [(key, rec) for key, rec in recorded.items() if rec.surrogate_state is not None]
     if learned:
         sign = 1.0 if higher else -1.0
-        (method, seed), best = max(learned, key=lambda item: sign * item[1].result.val[metric])
+        by_threshold = selection_key(task, result.config).endswith("_best_threshold")
+        (method, seed), best = max(learned, key=lambda item: sign * judged_value(item[1].result, metric, by_threshold)[1])
         config = result.config.replace(method=method, seed=seed)
         model_uri = log_surrogate(TrialLogger(uri, best.run_id, parent), task, config, best.surrogate_state or {},
                                   checkpoint=checkpoint, splits=splits)
         logger.set_tags({"best_surrogate_run_id": best.run_id, "best_surrogate_model_uri": model_uri,
                          "best_surrogate": f"{method} seed {seed}"})
-        chosen = (config, best, model_uri)
+        chosen = (config, best, model_uri, judged_value(best.result, metric, by_threshold))
     client(uri).set_tag(parent, "mlflow.note.content", "```\n" + result.table() + "\n```")
     return chosen
