@@ -44,7 +44,7 @@ def main() -> None:
     options = {"dataset": args.dataset} if args.task == "imbalanced_tabular" else {}
     task = get_task(args.task, **options)
     checkpoint = ensure_base_checkpoint(task, args.checkpoint)
-    splits = task.load_splits()
+    splits = task.splits()
     config = PostTuneConfig.for_task(task, {"method": args.method, "steps": args.steps, "eval_every": args.eval_every,
                                             "seed": args.seed})
     folder = tempfile.mkdtemp(prefix="logging_overhead_")
