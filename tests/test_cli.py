@@ -109,3 +109,9 @@ def test_a_loss_that_diverges_is_a_failed_run_with_one_line(tabular_checkpoint, 
     assert code == 1 and "Traceback" not in err  # the input was fine: the run failed
     assert err.splitlines()[-1] == ("error: the proxy loss is not finite ([nan]) at step 1; the model was not updated. "
                                     "Lower lr (the model's step size, now 0.5).")
+
+
+def test_sync_refuses_a_folder_without_tracked_trials(tmp_path, capsys) -> None:
+    assert main(["sync", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "holds no tracked trial" in err and str(tmp_path) in err

@@ -252,12 +252,16 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from surrogate_search.search.sync import TRIAL_RECORD, sync_search
+    from surrogate_search.search.sync import TRIAL_RECORD, TrialRecord, sync_search
+    from surrogate_search.tracking import check_tracking_store
 
     folder = Path(args.search)
-    if not list(folder.glob(f"train/*/{TRIAL_RECORD}")):
+    records = [TrialRecord.read(f.parent) for f in sorted(folder.glob(f"train/*/{TRIAL_RECORD}"))]
+    if not records:
         raise FileNotFoundError(f"{folder} holds no tracked trial (no train/*/{TRIAL_RECORD}): pass the folder of a "
                                 "search run with tracking on (runs/search/<space name>)")
+    for uri in {args.tracking_uri} if args.tracking_uri else {r.tracking_uri for r in records}:
+        check_tracking_store(uri)  # a server still down: one line naming it
     done = sync_search(folder, tracking_uri=args.tracking_uri)
     for trial in done:
         changes = [*(["run made"] if trial.created else []), f"{trial.rows_sent} metric value(s) sent",

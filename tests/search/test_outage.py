@@ -17,7 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from surrogate_search.search import load_space
-from surrogate_search.search.sync import TrialRecord, report_metrics, sync_search
+from surrogate_search.cli import main
+from surrogate_search.search.sync import TrialRecord, report_metrics
 from surrogate_search.search.train import read_metrics_log
 from surrogate_search.search.tune import run_search
 from surrogate_search.tracking.replay import row_key
@@ -80,7 +81,7 @@ def base_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.mark.slow
 def test_search_survives_a_tracking_outage_and_records_every_row_once(ray_token, base_checkpoint_dir,
-                                                                        tmp_path, caplog) -> None:
+                                                                        tmp_path, caplog, capsys) -> None:
     folder = tmp_path / "mlflow"
     folder.mkdir()
     port = free_port()
@@ -137,8 +138,10 @@ def test_search_survives_a_tracking_outage_and_records_every_row_once(ray_token,
             run = client.get_run(record.run_id)
             assert run.info.status == "FINISHED" and run.data.tags["optuna_state"] == "COMPLETE", trial
         assert client.get_run(outcome.mlflow["run_id"]).info.status == "FINISHED"
-        # A second sync finds nothing left to send.
-        assert [t.rows_sent for t in sync_search(train.parent)] == [0, 0, 0]
+        # A second sync, as a user runs it, finds nothing left to send.
+        assert main(["-q", "sync", str(train.parent)]) == 0
+        out = capsys.readouterr().out
+        assert out.count(": 0 metric value(s) sent") == 3 and "3 trial(s) in sync with MLflow" in out, out
     finally:
         done.set()
         watcher.join()
