@@ -98,12 +98,14 @@ def test_search_survives_a_tracking_outage_and_records_every_row_once(ray_token,
 
     def stop_then_restart() -> None:
         # Down after trial 0's second report; back once trial 1 has started and reported (so trial
-        # 1 started with the server down, and its run is made afterwards).
+        # 1 started with the server down, and its run is made afterwards), or after 90 s at most.
         while not done.is_set():
             if not outage and len(read_metrics_log(train / "trial_0000")) >= 2:
                 outage["trial_0000_rows_before"] = len(read_metrics_log(train / "trial_0000"))
+                outage["stopped_at"] = int(time.monotonic())
                 stop_process_group(servers[0])
-            elif outage and "restarted" not in outage and read_metrics_log(train / "trial_0001"):
+            elif outage and "restarted" not in outage and (read_metrics_log(train / "trial_0001")
+                                                           or time.monotonic() > outage["stopped_at"] + 90):
                 servers.append(start_server(folder, port))
                 outage["restarted"] = 1
                 return
@@ -117,11 +119,10 @@ def test_search_survives_a_tracking_outage_and_records_every_row_once(ray_token,
                                  verbose=0, tracking_uri=uri)
         done.set()
         watcher.join()
+        assert outcome.states == {"COMPLETE": 3}
         assert outage.get("restarted"), f"the outage did not happen as planned: {outage}"
         total = len(read_metrics_log(train / "trial_0000"))
         assert outage["trial_0000_rows_before"] < total, "trial 0 ended before the server went away"
-
-        assert outcome.states == {"COMPLETE": 3}
         # Trial 1 started while the server was down: its run was made at the end, from its folder.
         assert any("of trial trial_0001 synced: made now" in r.getMessage() for r in caplog.records)
         client = MlflowClient(uri)
