@@ -143,8 +143,10 @@ class TrialLogger:
     FAILED with its error, or call :meth:`finish` yourself.
 
     Metrics are queued and sent in the background (:meth:`log` returns at once); what a server
-    that is down could not take stays queued and is sent when it answers again, and
-    :meth:`finish` waits ``flush_timeout_s`` seconds at most for the queue. Against a remote
+    that is down could not take stays queued and is sent when it answers again; :meth:`finish`
+    waits ``flush_timeout_s`` seconds at most for the queue, then gives up what a server still
+    down could not take, with a warning (a search's trials keep it in ``metrics.jsonl``, which
+    ``surrogate-search sync`` records). Against a remote
     tracking server, any other call that finds the server down or failing is retried after each of
     ``retry_delays`` seconds, then dropped with one warning per outage; while the server stays down
     such calls are dropped without waiting. A run whose closing was dropped stays RUNNING in
