@@ -146,10 +146,10 @@ class TrialLogger:
     that is down could not take stays queued and is sent when it answers again; :meth:`finish`
     waits ``flush_timeout_s`` seconds at most for the queue, then gives up what a server still
     down could not take, with a warning (a search's trials keep it in ``metrics.jsonl``, which
-    ``surrogate-search sync`` records). Against a remote
-    tracking server, any other call that finds the server down or failing is retried after each of
-    ``retry_delays`` seconds, then dropped with one warning per outage; while the server stays down
-    such calls are dropped without waiting. A run whose closing was dropped stays RUNNING in
+    ``surrogate-search sync`` records). Against a remote tracking server, any other call that
+    finds the server down or failing is retried after each of ``retry_delays`` seconds, then
+    dropped with one warning per outage; while the server stays down such calls are dropped
+    without waiting. A run whose closing was dropped stays RUNNING in
     MLflow until ``surrogate-search sync`` (or a resumed search) closes it."""
 
     retry_delays: ClassVar[tuple[float, ...]] = (0.5, 2.0)
