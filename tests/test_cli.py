@@ -127,3 +127,9 @@ def test_compare_names_the_method_and_step_that_diverged(tabular_checkpoint, mon
                            "surrogate's training loss is not finite")
     assert ("Change the config: lower lr (now 0.0001), or lower surrogate.lr (now 0.01), or raise surrogate.grad_penalty "
             "(now 0.1), or raise surrogate.proxy_weight (now 0)") in last
+
+
+def test_sync_refuses_a_folder_without_tracked_trials(tmp_path, capsys) -> None:
+    assert main(["sync", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "holds no tracked trial" in err and str(tmp_path) in err

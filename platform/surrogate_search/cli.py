@@ -250,6 +250,28 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0 if outcome.best_value is not None else 1
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from surrogate_search.search.sync import TRIAL_RECORD, TrialRecord, sync_search
+    from surrogate_search.tracking import check_tracking_store
+
+    folder = Path(args.search)
+    records = [TrialRecord.read(f.parent) for f in sorted(folder.glob(f"train/*/{TRIAL_RECORD}"))]
+    if not records:
+        raise FileNotFoundError(f"{folder} holds no tracked trial (no train/*/{TRIAL_RECORD}): pass the folder of a "
+                                "search run with tracking on (runs/search/<space name>)")
+    for uri in {args.tracking_uri} if args.tracking_uri else {r.tracking_uri for r in records}:
+        check_tracking_store(uri)  # a server still down: one line naming it
+    done = sync_search(folder, tracking_uri=args.tracking_uri)
+    for trial in done:
+        changes = [*(["run made"] if trial.created else []), f"{trial.rows_sent} metric value(s) sent",
+                   *([f"status {trial.status}"] if trial.status else [])]
+        print(f"{trial.trial_key}: run {trial.run_id}: {', '.join(changes)}")
+    print(f"{len(done)} trial(s) in sync with MLflow")
+    return 0
+
+
 def _add_task_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     from surrogate_search.tasks import TASKS
 
@@ -308,6 +330,8 @@ EXAMPLES = {
     "search": ["surrogate-search search search_spaces/text_edit_distance_smoke.yaml",
                "surrogate-search search search_spaces/tabular_f1.yaml --set budget.trials=32",
                "surrogate-search search search_spaces/text_edit_distance.yaml --resume"],
+    "sync": ["surrogate-search sync runs/search/text_edit_distance",
+             "surrogate-search sync runs/search/tabular_f1 --tracking-uri http://127.0.0.1:5000"],
     "dashboard": ["surrogate-search dashboard runs/search/text_edit_distance",
                   "surrogate-search dashboard runs/search/tabular_f1_smoke --port 8081"],
 }
@@ -433,6 +457,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
     _add_tracking_arguments(p)
     p.set_defaults(func=cmd_search)
+
+    p = command("sync", "record in MLflow what a search's trials reported while the tracking server was down "
+                        "(each value once; run it when the search is not running)")
+    p.add_argument("search", metavar="SEARCH_DIR", help="a search's folder (runs/search/<space name>)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="the tracking server (default: the one the search recorded to, kept in the folder)")
+    p.set_defaults(func=cmd_sync)
 
     p = command("dashboard", "serve optuna-dashboard for a search's Optuna study on 127.0.0.1 and print its address "
                              "(optional extra: pip install -e '.[dashboard]')")

@@ -13,12 +13,15 @@ store inside each trial's directory. Here instead:
 * one leads to the other: each trial's run carries the tag ``optuna_trial`` (its Optuna trial
   number), each Optuna trial the user attribute ``mlflow_run_id``;
 * the parent run holds pictures of the search (``search_plots/*.png``, see :mod:`.plots`), redrawn
-  by :class:`RefreshSearchPlots` as trials end and by :meth:`SearchTracking.finish` at the end.
+  by :class:`RefreshSearchPlots` as trials end and by :meth:`SearchTracking.finish` at the end;
+* a tracking server that goes away costs no trial: metrics are sent in the background and kept
+  while it is down, and what it missed is recorded from the search folder when the search ends or
+  resumes (see :mod:`.sync`); a server still down then is named in a warning, not raised.
 
 Example (what :func:`surrogate_search.search.tune.run_search` does with ``tracking_uri=...``)::
 
     tracking = SearchTracking.start(spec, task, search_dir, uri)
-    with tracking.trial("trial_0003", config) as (run, callback):
+    with tracking.trial("trial_0003", config, folder=train_dir / "trial_0003") as (run, callback):
         run_posttune(config, checkpoint, ..., callbacks=[callback])
     tracking.finish(study, outcome)
 """
@@ -39,17 +42,17 @@ from ray.train import UserCallback
 from ray.tune import Callback
 
 from surrogate_search.config import PostTuneConfig
-from surrogate_search.search.outcome import BEST_CONFIG, DIVERGED_KEY, SearchOutcome, train_run_name
+from surrogate_search.search.outcome import BEST_CONFIG, DIVERGED_KEY, TRAIN_DIR, SearchOutcome
 from surrogate_search.search.plots import PLOT_FOLDER, close_figures, search_figures
+from surrogate_search.search.sync import OPTUNA_TRIAL_TAG, TRIAL_RECORD, TrialRecord, report_metrics, sync_search
 from surrogate_search.tracking.recorder import method_tags, task_experiment_name
-from surrogate_search.tracking.runs import PARENT_TAG, TRIAL_TAG, TrialLogger, finish_run, start_search_run, trial_logger
-from surrogate_search.tracking.store import client
+from surrogate_search.tracking.runs import TrialLogger, finish_run, safe_params, start_search_run, trial_logger
+from surrogate_search.tracking.store import is_outage
 
 
 log = logging.getLogger(__name__)
 
 SEARCH_ID_FILE = "mlflow_search_id"
-OPTUNA_TRIAL_TAG = "optuna_trial"
 
 
 def search_key(search_dir: Path) -> str:
@@ -65,20 +68,21 @@ def search_key(search_dir: Path) -> str:
 
 class ReportToMlflow(UserCallback):
     """Runs in the Ray Train controller: every report of rank 0 becomes one step of the trial's run
-    (``objective`` repeats the search's metric). A run that diverged gets the tag ``diverged`` (why)."""
+    (``objective`` repeats the search's metric). A run that diverged gets the tag ``diverged`` (why).
+    Sending is in the background; the final report waits for it (seconds at most), since the
+    controller ends with the run."""
 
     def __init__(self, run: TrialLogger, objective: str) -> None:
         self.run = run
         self.objective = objective
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        row = dict(metrics[0])
-        step = int(row.pop("step", 0))
+        step, row = report_metrics(metrics[0], self.objective)
         if row.get(DIVERGED_KEY):
             self.run.set_tags({DIVERGED_KEY: row.pop(DIVERGED_KEY)})
-        if self.objective in row:
-            row["objective"] = row[self.objective]
         self.run.log(row, step=step)
+        if row.get("final"):  # the run's last report: its controller ends next
+            self.run.close_metrics()
 
 
 @dataclass
@@ -104,17 +108,24 @@ class SearchTracking:
                                   tags={**task_tags, "space": spec.name},
                                   run_name=f"search {spec.name}")
         TrialLogger(tracking_uri, parent).set_tags(budget)
-        return cls(tracking_uri, parent, experiment, spec.metric, task_tags)
+        tracking = cls(tracking_uri, parent, experiment, spec.metric, task_tags)
+        tracking.sync(search_dir)  # a resumed search: what an outage kept from its run
+        return tracking
 
     @contextlib.contextmanager
-    def trial(self, run_name: str, config: PostTuneConfig,
-              optuna_trial: int | None = None) -> Iterator[tuple[TrialLogger, ReportToMlflow]]:
+    def trial(self, run_name: str, config: PostTuneConfig, optuna_trial: int | None = None,
+              folder: Path | None = None) -> Iterator[tuple[TrialLogger, ReportToMlflow]]:
         """The child run of one trial, FINISHED when the block returns, FAILED with the error when
         it raises; plus the Ray Train callback that fills it. ``optuna_trial`` becomes its tag
-        ``optuna_trial`` (a re-queued trial's run then names the trial that runs it now)."""
+        ``optuna_trial`` (a re-queued trial's run then names the trial that runs it now).
+        ``folder`` (the trial's run folder) gets the :class:`~.sync.TrialRecord` from which
+        :meth:`sync` records the trial after an outage."""
         tags = {**self.task_tags, **method_tags(config)}
         with trial_logger(self.parent_run_id, run_name, config.params(), tags, tracking_uri=self.tracking_uri,
                           run_name=run_name) as run:
+            if folder is not None:
+                TrialRecord(self.tracking_uri, self.parent_run_id, run_name, self.objective, run.run_id or None,
+                            safe_params(config.params()), tags).write(Path(folder))
             if optuna_trial is not None:
                 run.set_tags({OPTUNA_TRIAL_TAG: optuna_trial})
             yield run, ReportToMlflow(run, self.objective)
@@ -135,30 +146,49 @@ class SearchTracking:
         """The Tune callback that redraws the plots as trials end (see :class:`RefreshSearchPlots`)."""
         return RefreshSearchPlots(self, study_name, storage_url, min_interval_s)
 
+    def sync(self, search_dir: Path) -> bool:
+        """Record what the trials in ``search_dir`` left that MLflow lacks (see :mod:`.sync`);
+        False, with a warning, when the server is down."""
+        try:
+            sync_search(search_dir, tracking_uri=self.tracking_uri)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._warn_down(exc, search_dir)
+            return False
+        return True
+
     def finish(self, study: Any, outcome: SearchOutcome) -> None:
-        """Tag every child with its Optuna state (a PRUNED trial's run is KILLED: ASHA ended it),
-        put the best trial and ``best_config.yaml`` on the parent, and close it."""
-        mlflow_client = client(self.tracking_uri)
-        runs = {r.data.tags.get(TRIAL_TAG): r for r in mlflow_client.search_runs(
-            [mlflow_client.get_run(self.parent_run_id).info.experiment_id],
-            filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_run_id}'")}
-        for trial in study.get_trials(deepcopy=False):
-            run = runs.get(train_run_name(trial))
-            if run is None:
-                continue
-            mlflow_client.set_tag(run.info.run_id, "optuna_state", trial.state.name)
-            mlflow_client.set_tag(run.info.run_id, OPTUNA_TRIAL_TAG, str(trial.number))
-            if trial.state.name == "PRUNED" and run.info.status == "RUNNING":
-                mlflow_client.set_terminated(run.info.run_id, status="KILLED")
-        best = runs.get(outcome.best_run)
-        if best is not None:
+        """Record what the trials' runs missed, close each after its Optuna state (a PRUNED trial's
+        run is KILLED: ASHA ended it), put the best trial and ``best_config.yaml`` on the parent,
+        and close it. With the server down, a warning says how to finish this later."""
+        if not self.sync(outcome.search_dir):
+            return
+        try:
+            self._finish_parent(study, outcome)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._warn_down(exc, outcome.search_dir)
+
+    def _finish_parent(self, study: Any, outcome: SearchOutcome) -> None:
+        records = {r.trial_key: r for r in (TrialRecord.read(f.parent) for f in
+                                             sorted((outcome.search_dir / TRAIN_DIR).glob(f"*/{TRIAL_RECORD}")))}
+        best = records.get(outcome.best_run)
+        if best is not None and best.run_id:
             parent = TrialLogger(self.tracking_uri, self.parent_run_id)
             parent.log({"best_objective": outcome.best_value}, step=0)
-            parent.set_tags({"best_trial_run_id": best.info.run_id, "best_trial": outcome.best_run})
-            mlflow_client.log_artifact(self.parent_run_id, str(outcome.search_dir / BEST_CONFIG))
+            parent.close_metrics()
+            parent.set_tags({"best_trial_run_id": best.run_id, "best_trial": outcome.best_run})
+            parent.client.log_artifact(self.parent_run_id, str(outcome.search_dir / BEST_CONFIG))
         drawn = self.log_plots(study)
         log.info("search plots on MLflow run %s: %s", self.parent_run_id, ", ".join(drawn) or "none yet")
         finish_run(self.parent_run_id, tracking_uri=self.tracking_uri)
+
+    def _warn_down(self, error: BaseException, search_dir: Path) -> None:
+        log.warning("MLflow tracking server %s is down (%s): the search's runs miss what its trials reported during "
+                    "the outage. Once the server is back, `surrogate-search sync %s` records it; the search's "
+                    "command with --resume also closes the search's run", self.tracking_uri, error, search_dir)
 
 
 class RefreshSearchPlots(Callback):

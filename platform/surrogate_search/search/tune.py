@@ -57,7 +57,8 @@ def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any
         callbacks = []
         extra: dict[str, Any] = {}
         if tracking is not None:
-            mlflow_run, to_mlflow = stack.enter_context(tracking.trial(run, post_config, optuna_trial=config.get(TRIAL_KEY)))
+            mlflow_run, to_mlflow = stack.enter_context(tracking.trial(run, post_config, optuna_trial=config.get(TRIAL_KEY),
+                                                                       folder=Path(train_dir) / run))
             callbacks.append(to_mlflow)
             extra[MLFLOW_RUN_KEY] = mlflow_run.run_id  # the searcher keeps it on the Optuna trial
         if b.trial_runner == "inline":

@@ -8,10 +8,12 @@ the sweep resumes (and reopened if their trial runs again).
 Everything a worker needs is a tracking URI string and run ids, so a :class:`TrialLogger` pickles
 and can be built or shipped to a Ray worker on another node.
 
-Training never dies from a tracking server that goes away: a :class:`TrialLogger`'s calls to a
-remote server are retried for a few seconds, then dropped with one warning, and dropped at once
-while the server stays down (one quick attempt every ``retry_after_s`` seconds notices its return).
-What was dropped is not replayed.
+Training never waits on or dies from a tracking server that goes away: a :class:`TrialLogger`
+sends its metrics from a thread of its own (:mod:`.sender`), which keeps what the server could not
+take and sends it, exactly once, when the server is back; its other calls to a remote server (tags,
+artifacts, the run's status) are retried for a few seconds, then dropped with one warning, and
+dropped at once while the server stays down. A search's trials are brought up to date afterwards
+from their ``metrics.jsonl`` (``surrogate-search sync``, see :mod:`surrogate_search.search.sync`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -28,6 +31,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from surrogate_search.tracking.sender import MetricSender
 from surrogate_search.tracking.store import (client, experiment_id, git_commit, is_outage, is_remote, quick_requests,
                                              resolve_tracking_uri)
 from surrogate_search.utils import flatten
@@ -138,15 +142,23 @@ class TrialLogger:
     Picklable (a URI and run ids); use it as a context manager so that an exception marks the run
     FAILED with its error, or call :meth:`finish` yourself.
 
-    Against a remote tracking server, a call that finds the server down or failing is retried
-    after each of ``retry_delays`` seconds, then dropped with one warning per outage; while the
-    server stays down calls are dropped without waiting. A run whose closing was dropped stays
-    RUNNING in MLflow until its search resumes (then KILLED) or the run is reopened."""
+    Metrics are queued and sent in the background (:meth:`log` returns at once); what a server
+    that is down could not take stays queued and is sent when it answers again; :meth:`finish`
+    waits ``flush_timeout_s`` seconds at most for the queue, then gives up what a server still
+    down could not take, with a warning (a search's trials keep it in ``metrics.jsonl``, which
+    ``surrogate-search sync`` records). Against a remote tracking server, any other call that
+    finds the server down or failing is retried after each of ``retry_delays`` seconds, then
+    dropped with one warning per outage; while the server stays down such calls are dropped
+    without waiting. A run whose closing was dropped stays RUNNING in
+    MLflow until ``surrogate-search sync`` (or a resumed search) closes it."""
 
     retry_delays: ClassVar[tuple[float, ...]] = (0.5, 2.0)
     """Pauses between the attempts of one call while the server does not answer (3 attempts)."""
     retry_after_s: ClassVar[float] = 30.0
-    """While the server is down, one call is tried (once) at most this often; the rest are dropped."""
+    """While the server is down, one call is tried (once) at most this often; the rest are dropped
+    (queued metrics are tried again this often)."""
+    flush_timeout_s: ClassVar[float] = 30.0
+    """How long :meth:`finish` waits for queued metrics to be sent."""
 
     def __init__(self, tracking_uri: str, run_id: str, parent_run_id: str | None = None) -> None:
         self.tracking_uri = tracking_uri
@@ -155,8 +167,11 @@ class TrialLogger:
         self._client: MlflowClient | None = None
         self._down_since: float | None = None
         self._last_attempt = 0.0
+        self._outage = threading.Lock()  # the metrics' thread reports outages too
+        self._sender: MetricSender | None = None
         self.dropped = 0
-        """Logging calls dropped because the tracking server was down."""
+        """Logging calls (other than metrics, which wait in a queue) dropped because the tracking
+        server was down."""
 
     def __getstate__(self) -> dict[str, Any]:
         return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "parent_run_id": self.parent_run_id}
@@ -192,27 +207,67 @@ class TrialLogger:
                 if pause is not None:
                     time.sleep(pause)
                 continue
-            if self._down_since is not None:
-                log.warning("MLflow tracking server %s answers again: run %s is recorded again (%d logging call(s) "
-                            "dropped while it was down)", self.tracking_uri, self.run_id, self.dropped)
-                self._down_since = None
+            self._server_up()
             return
-        self._last_attempt = time.monotonic()
         self.dropped += 1
-        if self._down_since is None:
+        self._server_down(f"{what} of run {self.run_id}", error)
+
+    def _server_down(self, what: str, error: BaseException | None) -> None:
+        with self._outage:
+            self._last_attempt = time.monotonic()
+            if self._down_since is not None:
+                return
             self._down_since = self._last_attempt
-            log.warning("MLflow tracking server %s did not take %s of run %s (%s): dropped, as are this run's "
-                        "records while the server stays down; training goes on. Bring the server back to record "
-                        "the rest.", self.tracking_uri, what, self.run_id, error)
+        log.warning("MLflow tracking server %s did not take %s (%s): metrics are kept and sent when it answers "
+                    "again, other records of the run are dropped while it stays down; training goes on.",
+                    self.tracking_uri, what, error)
+
+    def _server_up(self) -> None:
+        with self._outage:
+            if self._down_since is None:
+                return
+            self._down_since = None
+        log.warning("MLflow tracking server %s answers again: run %s is recorded again (%d logging call(s) "
+                    "dropped while it was down)", self.tracking_uri, self.run_id, self.dropped)
+
+    def _metric_sender(self) -> MetricSender:
+        if self._sender is None:
+            self._sender = MetricSender(self.client, self.run_id, retry_after_s=self.retry_after_s,
+                                        on_down=lambda exc: self._server_down(f"the metrics of run {self.run_id}", exc),
+                                        on_up=self._server_up)
+        return self._sender
+
+    @property
+    def unsent(self) -> int:
+        """Metrics logged and not yet recorded (queued while the server is down, or in flight)."""
+        return self._sender.pending if self._sender is not None else 0
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
-        """Metrics at one evaluation step; NaN and non-numbers are left out."""
-        timestamp = _now_ms()
-        items = [Metric(k, float(v), timestamp, int(step)) for k, v in metrics.items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
-        for i in range(0, len(items), 1000):
-            batch = items[i:i + 1000]
-            self._send(f"the metrics of step {step}", lambda: self.client.log_batch(self.run_id, metrics=batch))
+        """Metrics at one evaluation step, sent in the background; NaN and non-numbers are left out."""
+        self._metric_sender().put(metric_items(metrics, step))
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Send the queued metrics now and wait until they are recorded, the server failed to take
+        them, or ``timeout`` (default ``flush_timeout_s``) seconds passed; returns how many are
+        still queued (kept, and tried again while this process lives)."""
+        if self._sender is None:
+            return 0
+        return self._sender.flush(self.flush_timeout_s if timeout is None else timeout)
+
+    def close_metrics(self) -> int:
+        """Send the queued metrics (one attempt while the server is down, ``flush_timeout_s``
+        seconds at most), then stop sending: this logger's metrics end here. Returns how many
+        were given up, with a warning; a search's trials keep theirs in ``metrics.jsonl``, from
+        which ``surrogate-search sync`` records them."""
+        if self._sender is None:
+            return 0
+        given_up = self._sender.close(self.flush_timeout_s)
+        self._sender = None
+        if given_up:
+            log.warning("run %s: %d metric value(s) not recorded (the tracking server %s is down); "
+                        "`surrogate-search sync <search folder>` records a search's trials from their metrics.jsonl",
+                        self.run_id, given_up, self.tracking_uri)
+        return given_up
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         # Not ridden out: parameters are logged when a run starts, and a run must not start without them.
@@ -249,6 +304,7 @@ class TrialLogger:
     def finish(self, status: str = "FINISHED", error: BaseException | str | None = None) -> None:
         """Close the run; a failed run keeps its error as the ``error`` tag and ``error.txt``."""
         status = _status(status)
+        self.close_metrics()
         if error is not None:
             text = error if isinstance(error, str) else "".join(traceback.format_exception(type(error), error, error.__traceback__))
             summary = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
@@ -277,6 +333,8 @@ class NullLogger(TrialLogger):
         super().__init__("", "", None)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None: ...
+    def flush(self, timeout: float | None = None) -> int: return 0
+    def close_metrics(self) -> int: return 0
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_dict(self, obj: Any, artifact_file: str) -> None: ...
@@ -290,29 +348,60 @@ def trial_logger(parent_run_id: str, trial_key: str, params: Mapping[str, Any] |
                  run_name: str | None = None) -> TrialLogger:
     """The child run of ``parent_run_id`` for ``trial_key``: created on first call, reopened
     (status RUNNING again) when the same key comes back after a resume. Ranks other than 0 get a
-    :class:`NullLogger`. Pass ``tracking_uri`` as resolved on the driver (Tune moves workers'
-    working directories)."""
+    :class:`NullLogger`, and so does a trial that starts while a remote tracking server is down
+    (with a warning: ``surrogate-search sync`` records it later). Pass ``tracking_uri`` as
+    resolved on the driver (Tune moves workers' working directories)."""
     if rank != 0:
         return NullLogger()
     uri = resolve_tracking_uri(tracking_uri)
+    if not is_remote(uri):
+        return _open_trial(uri, parent_run_id, trial_key, params, tags, run_name)
+    error: BaseException | None = None
+    for pause in (*TrialLogger.retry_delays, None):
+        try:
+            with quick_requests():
+                return _open_trial(uri, parent_run_id, trial_key, params, tags, run_name)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            error = exc
+            if pause is not None:
+                time.sleep(pause)
+    log.warning("MLflow tracking server %s is down (%s): trial %s runs unrecorded; `surrogate-search sync` records "
+                "it later", uri, error, trial_key)
+    return NullLogger()
+
+
+def _open_trial(uri: str, parent_run_id: str, trial_key: str, params: Mapping[str, Any] | None,
+                tags: Mapping[str, Any] | None, run_name: str | None) -> TrialLogger:
+    run_id, _ = open_child_run(uri, parent_run_id, trial_key, tags, run_name=run_name, reopen=True)
+    trial = TrialLogger(uri, run_id, parent_run_id)
+    if params:
+        trial.log_params(params)
+    return trial
+
+
+def open_child_run(uri: str, parent_run_id: str, trial_key: str, tags: Mapping[str, Any] | None = None, *,
+                   run_name: str | None = None, reopen: bool = True) -> tuple[str, bool]:
+    """The id of the child run of ``parent_run_id`` for ``trial_key``, and whether it was created
+    now (there was none); ``reopen``: a run found is RUNNING again, tagged ``resumed``, without
+    an earlier error."""
     mlflow_client = client(uri)
     parent = mlflow_client.get_run(parent_run_id)
     found = _find(mlflow_client, parent.info.experiment_id, {PARENT_TAG: parent_run_id, TRIAL_TAG: trial_key})
     if found:
         run_id = found[0].info.run_id
-        mlflow_client.update_run(run_id, status="RUNNING")
-        mlflow_client.set_tag(run_id, "resumed", "true")
-        if ERROR_TAG in found[0].data.tags:  # the error of an earlier attempt no longer describes the run
-            mlflow_client.delete_tag(run_id, ERROR_TAG)
-    else:
-        all_tags = {PARENT_TAG: parent_run_id, KIND_TAG: "trial", TRIAL_TAG: trial_key, GIT_TAG: git_commit(),
-                    SEARCH_TAG: parent.data.tags.get(SEARCH_TAG, ""),
-                    **{k: str(v) for k, v in (tags or {}).items()}}
-        run_id = mlflow_client.create_run(parent.info.experiment_id, tags=all_tags, run_name=run_name or trial_key).info.run_id
-    trial = TrialLogger(uri, run_id, parent_run_id)
-    if params:
-        trial.log_params(params)
-    return trial
+        if reopen:
+            mlflow_client.update_run(run_id, status="RUNNING")
+            mlflow_client.set_tag(run_id, "resumed", "true")
+            if ERROR_TAG in found[0].data.tags:  # the error of an earlier attempt no longer describes the run
+                mlflow_client.delete_tag(run_id, ERROR_TAG)
+        return run_id, False
+    all_tags = {PARENT_TAG: parent_run_id, KIND_TAG: "trial", TRIAL_TAG: trial_key, GIT_TAG: git_commit(),
+                SEARCH_TAG: parent.data.tags.get(SEARCH_TAG, ""),
+                **{k: str(v) for k, v in (tags or {}).items()}}
+    return mlflow_client.create_run(parent.info.experiment_id, tags=all_tags,
+                                    run_name=run_name or trial_key).info.run_id, True
 
 
 def start_run(experiment: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None, *,
@@ -328,7 +417,8 @@ def start_run(experiment: str, params: Mapping[str, Any] | None = None, tags: Ma
     return run
 
 
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)
+def metric_items(metrics: Mapping[str, Any], step: int) -> list[Metric]:
+    """``metrics`` at ``step`` as MLflow metrics: numbers only (not booleans), finite only."""
+    timestamp = int(time.time() * 1000)
+    return [Metric(k, float(v), timestamp, int(step)) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -99,14 +100,36 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, mlflow.exceptions.MlflowException) and exc.error_code in _OUTAGE_CODES
 
 
+_quick_lock = threading.Lock()
+_quick_users = 0
+_quick_saved: dict[str, str | None] = {}
+QUICK_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
 @contextmanager
-def quick_requests(timeout: int = 10) -> Iterator[None]:
-    """MLflow HTTP requests in this block fail at once, after ``timeout`` seconds at most, instead
-    of going through MLflow's own retries (7, with back-off: minutes per call while a server is
-    down), so that the caller decides how long to retry. MLflow reads these settings from the
-    environment on every request; the previous values are restored."""
-    with environment(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout))):
+def quick_requests() -> Iterator[None]:
+    """MLflow HTTP requests in this block fail at once, after 10 seconds at most, instead of going
+    through MLflow's own retries (7, with back-off: minutes per call while a server is down), so
+    that the caller decides how long to retry. MLflow reads these settings from the environment on
+    every request; the previous values are restored when the last block still open, in any
+    thread, ends (a run's metrics are sent from a thread of their own)."""
+    global _quick_users
+    with _quick_lock:
+        if _quick_users == 0:
+            _quick_saved.update({key: os.environ.get(key) for key in QUICK_SETTINGS})
+            os.environ.update(QUICK_SETTINGS)
+        _quick_users += 1
+    try:
         yield
+    finally:
+        with _quick_lock:
+            _quick_users -= 1
+            if _quick_users == 0:
+                for key, value in _quick_saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
 
 @contextmanager
