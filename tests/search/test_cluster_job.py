@@ -239,22 +239,19 @@ def test_a_cluster_search_keeps_its_study_and_its_mlflow_runs_in_postgresql(
     import optuna
     from mlflow import MlflowClient
 
-    from surrogate_search.tracking.ui import server_command, stop_process_group, wait_until_up
+    from surrogate_search.tracking.ui import start_server, stop_process_group
 
     study_url, mlflow_db = postgres.create_database("optuna"), postgres.create_database("mlflow")
     port = free_port()
     tracking_uri = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     with open(tmp_path / "mlflow_server.log", "wb") as log:
-        server = subprocess.Popen(server_command(mlflow_db, port, artifacts_destination=tmp_path / "artifacts"),
-                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
         try:
-            wait_until_up(tracking_uri, server, timeout=180)
+            server = start_server(mlflow_db, port, artifacts_destination=tmp_path / "artifacts", cwd=tmp_path,
+                                  output=log, timeout=180)
         except Exception:
             pytest.fail(f"mlflow server on PostgreSQL did not start:\n"
                         f"{(tmp_path / 'mlflow_server.log').read_text(errors='replace')[-3000:]}")
+    try:
         storage = tmp_path / "searches"
         submission_id = f"pg-search-{secrets.token_hex(4)}"
         command = [RAY, "job", "submit", "--address", two_node_cluster.address, "--submission-id", submission_id,

@@ -20,7 +20,8 @@ from surrogate_search.tracking import (
     trial_logger,
     tracked_posttune,
 )
-from surrogate_search.tracking.ui import server_command, stop_process_group, wait_until_up
+from surrogate_search.tracking.ui import start_server as start_mlflow_server
+from surrogate_search.tracking.ui import stop_process_group
 
 
 def children(client, parent_id: str):
@@ -124,20 +125,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(folder, port: int) -> subprocess.Popen:
+def start_server(folder: Path, port: int) -> subprocess.Popen:
     """``mlflow server`` on 127.0.0.1:``port`` over ``folder/mlflow.db``, in its own process group."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-    server = subprocess.Popen(server_command(f"sqlite:///{folder / 'mlflow.db'}", port,
-                                             artifacts_destination=folder / "artifacts"),
-                              cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}", server, timeout=120)
-    except BaseException:
-        stop_process_group(server)
-        raise
-    return server
+    return start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", port, artifacts_destination=folder / "artifacts",
+                               cwd=folder)
 
 
 @pytest.mark.slow

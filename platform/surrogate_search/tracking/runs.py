@@ -24,8 +24,8 @@ import re
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
@@ -136,6 +136,25 @@ def _log_params(mlflow_client: MlflowClient, run_id: str, params: Mapping[str, A
         mlflow_client.log_batch(run_id, params=items[i:i + 100])
 
 
+T = TypeVar("T")
+
+
+def attempt(call: Callable[[], T], pauses: Sequence[float]) -> T:
+    """``call()`` against a remote tracking server with short timeouts, tried again after each of
+    ``pauses`` seconds while the server is unreachable; the last outage error is raised. Any other
+    error is raised at once."""
+    for pause in pauses:
+        try:
+            with quick_requests():
+                return call()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            time.sleep(pause)
+    with quick_requests():
+        return call()
+
+
 class TrialLogger:
     """Records one trial (or one method x seed of a comparison) as a child run.
 
@@ -194,23 +213,15 @@ class TrialLogger:
             self.dropped += 1
             return
         # While the server is known to be down, one attempt; otherwise a few, a little apart.
-        pauses = self.retry_delays if self._down_since is None else ()
-        error: BaseException | None = None
-        for pause in (*pauses, None):
-            try:
-                with quick_requests():
-                    call()
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                error = exc
-                if pause is not None:
-                    time.sleep(pause)
-                continue
-            self._server_up()
+        try:
+            attempt(call, self.retry_delays if self._down_since is None else ())
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.dropped += 1
+            self._server_down(f"{what} of run {self.run_id}", exc)
             return
-        self.dropped += 1
-        self._server_down(f"{what} of run {self.run_id}", error)
+        self._server_up()
 
     def _server_down(self, what: str, error: BaseException | None) -> None:
         with self._outage:
@@ -356,17 +367,13 @@ def trial_logger(parent_run_id: str, trial_key: str, params: Mapping[str, Any] |
     uri = resolve_tracking_uri(tracking_uri)
     if not is_remote(uri):
         return _open_trial(uri, parent_run_id, trial_key, params, tags, run_name)
-    error: BaseException | None = None
-    for pause in (*TrialLogger.retry_delays, None):
-        try:
-            with quick_requests():
-                return _open_trial(uri, parent_run_id, trial_key, params, tags, run_name)
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            error = exc
-            if pause is not None:
-                time.sleep(pause)
+    try:
+        return attempt(lambda: _open_trial(uri, parent_run_id, trial_key, params, tags, run_name),
+                       TrialLogger.retry_delays)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        error = exc
     log.warning("MLflow tracking server %s is down (%s): trial %s runs unrecorded; `surrogate-search sync` records "
                 "it later", uri, error, trial_key)
     return NullLogger()

@@ -14,6 +14,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from surrogate_search.tracking.store import TrackingUnavailableError, is_remote, resolve_tracking_uri
 
@@ -118,6 +119,25 @@ def experiment_lines(uri: str, base_url: str, experiment: str) -> list[str]:
             lines.append(f"compare view of comparison {name} ({len(children)} runs): "
                          + compare_url(base_url, exp, [c.info.run_id for c in children]))
     return lines
+
+
+def start_server(backend_store_uri: str, port: int, *, artifacts_destination: str | Path | None = None,
+                 cwd: str | Path | None = None, output: Any = subprocess.DEVNULL, timeout: float = 120.0,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``mlflow server`` over ``backend_store_uri`` on 127.0.0.1:``port``, in its own process group
+    (stop it with :func:`stop_process_group`), returned once it answers; stopped again if it never
+    does. GenAI job execution is off: browsing and logging runs never need it. ``output``: where
+    its stdout and stderr go."""
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           **{k: v for k, v in (os.environ if env is None else env).items() if k != "MLFLOW_TRACKING_URI"}}
+    process = subprocess.Popen(server_command(backend_store_uri, port, artifacts_destination=artifacts_destination),
+                               cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_up(f"http://{HOST}:{port}", process, timeout=timeout)
+    except BaseException:
+        stop_process_group(process)
+        raise
+    return process
 
 
 def serve_ui(tracking_uri: str | None = None, port: int = 5000, *, experiment: str | None = None) -> int:
