@@ -233,7 +233,7 @@ def postgres() -> Iterator[Any]:
 
 @pytest.mark.slow
 def test_a_cluster_search_keeps_its_study_and_its_mlflow_runs_in_postgresql(
-        two_node_cluster: Cluster, postgres: Any, tabular_checkpoint, tmp_path: Path) -> None:
+        two_node_cluster: Cluster, postgres: Any, tabular_checkpoint, tmp_path: Path, monkeypatch, capsys) -> None:
     """The set-up the README gives for a cluster: the Optuna study and the MLflow tracking server's
     store in one PostgreSQL server, reached by the job's driver and by trials on both nodes."""
     import optuna
@@ -293,11 +293,14 @@ def test_a_cluster_search_keeps_its_study_and_its_mlflow_runs_in_postgresql(
                 (storage / "tabular_f1_smoke" / "train" / "trial_0000" / "metrics.jsonl").read_text().splitlines()]
         assert set(rows[-1]["node_ids"]) == two_node_cluster.node_ids
         # A second search under the same name is refused before any work, naming the study.
-        again = subprocess.run([sys.executable, "-m", "surrogate_search.cli", "search",
-                                "search_spaces/tabular_f1_smoke.yaml", "--storage", str(tmp_path / "other"),
-                                "--study-storage", study_url, "--no-track"],
-                               cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-        assert again.returncode == 2, again.stdout + again.stderr
-        assert "already holds a study 'tabular_f1_smoke'" in again.stderr
+        from surrogate_search.cli import main
+
+        monkeypatch.chdir(REPO_ROOT)
+        capsys.readouterr()
+        code = main(["search", "search_spaces/tabular_f1_smoke.yaml", "--storage", str(tmp_path / "other"),
+                     "--study-storage", study_url, "--no-track"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "already holds a study 'tabular_f1_smoke'" in err
     finally:
         stop_process_group(server)

@@ -4,12 +4,10 @@ server on the same PostgreSQL: tests/search/test_cluster_job.py.)"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import optuna
 import pytest
 
+from surrogate_search.cli import main
 from surrogate_search.search.outcome import StorageError
 from surrogate_search.search.study import check_study_storage, shown_url
 from conftest import REPO_ROOT
@@ -25,7 +23,7 @@ def test_a_study_there_already_is_resumed_only_when_asked(tmp_path):
         check_study_storage("tabular_f1_smoke", url, resume=False)
 
 
-def test_an_unreachable_database_is_named_without_its_password(tmp_path):
+def test_an_unreachable_database_is_named_without_its_password(tmp_path, monkeypatch, capsys):
     import socket
 
     with socket.socket() as sock:  # a port nothing listens on
@@ -33,18 +31,19 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path):
         port = sock.getsockname()[1]
     url = f"postgresql://optuna:s3cret@127.0.0.1:{port}/optuna"
     assert shown_url(url) == f"postgresql://optuna:***@127.0.0.1:{port}/optuna"
-    done = subprocess.run([sys.executable, "-m", "surrogate_search.cli", "search", "search_spaces/tabular_f1_smoke.yaml",
-                           "--storage", str(tmp_path / "searches"), "--study-storage", url, "--no-track"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert f"--study-storage postgresql://optuna:***@127.0.0.1:{port}/optuna: cannot open it" in done.stderr
-    assert "Connection refused" in done.stderr or "connection failed" in done.stderr
-    assert "s3cret" not in done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
+    monkeypatch.chdir(REPO_ROOT)
+    code = main(["search", "search_spaces/tabular_f1_smoke.yaml", "--storage", str(tmp_path / "searches"),
+                 "--study-storage", url, "--no-track"])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert f"--study-storage postgresql://optuna:***@127.0.0.1:{port}/optuna: cannot open it" in err
+    assert "Connection refused" in err or "connection failed" in err
+    assert "s3cret" not in out + err
+    assert "Traceback" not in err
     assert not (tmp_path / "searches").exists()
 
 
-def test_storage_is_a_folder_or_a_file_uri_and_a_bucket_is_refused_by_name(tmp_path):
+def test_storage_is_a_folder_or_a_file_uri_and_a_bucket_is_refused_by_name(tmp_path, monkeypatch, capsys):
     from surrogate_search.search.outcome import storage_folder
 
     assert storage_folder(tmp_path / "searches") == tmp_path / "searches"
@@ -52,9 +51,10 @@ def test_storage_is_a_folder_or_a_file_uri_and_a_bucket_is_refused_by_name(tmp_p
     with pytest.raises(StorageError, match=r"--storage s3://bucket/searches: bucket URIs are not supported yet"):
         storage_folder("s3://bucket/searches")
     # As a user types it: refused before any work, nothing created (no ./s3:/bucket folder).
-    done = subprocess.run([sys.executable, "-m", "surrogate_search.cli", "search", str(REPO_ROOT / "search_spaces" /
-                           "tabular_f1_smoke.yaml"), "--storage", "s3://bucket/searches", "--no-track"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stdout + done.stderr
-    assert "bucket URIs are not supported yet" in done.stderr
+    monkeypatch.chdir(tmp_path)
+    code = main(["search", str(REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"), "--storage", "s3://bucket/searches",
+                 "--no-track"])
+    out, err = capsys.readouterr()
+    assert code == 2, out + err
+    assert "bucket URIs are not supported yet" in err
     assert list(tmp_path.iterdir()) == []
