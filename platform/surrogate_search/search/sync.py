@@ -142,8 +142,11 @@ def sync_trial(record: TrialRecord, folder: Path, state: tuple[str, int] | None 
             mlflow_client.set_tag(run_id, OPTUNA_TRIAL_TAG, str(number))
         status = RUN_STATUS.get(name)
         # A COMPLETE trial is FINISHED whatever an outage left (RUNNING, or KILLED when its search
-        # resumed); a pruned or failed one only closes a run left RUNNING.
-        if status is not None and run.info.status != status and (name == "COMPLETE" or run.info.status == "RUNNING"):
+        # resumed). A PRUNED one is KILLED whether its run was left RUNNING or marked FAILED by the
+        # teardown of the scheduler's stop (which races with the trial's last report); a failed one
+        # only closes a run left RUNNING.
+        if status is not None and run.info.status != status and (name in ("COMPLETE", "PRUNED")
+                                                                 or run.info.status == "RUNNING"):
             if "interrupted" in run.data.tags:
                 mlflow_client.delete_tag(run_id, "interrupted")
             mlflow_client.set_terminated(run_id, status=status)
