@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,8 +136,7 @@ class Probe:
         (work / "a_file").write_text("a file where a folder is expected\n")
         _stale_checkpoint(work / "stale")
         marker = f"probe-{secrets.token_hex(8)}"
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-               "SURROGATE_SEARCH_CACHE": str(work / "cache"), "OMP_NUM_THREADS": "1", "SURROGATE_SEARCH_PROBE": marker,
+        env = {**os.environ, "OMP_NUM_THREADS": "1",
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT / "platform"), os.environ.get("PYTHONPATH")) if p),
                # Token authentication on, should a case start Ray.
                "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -146,24 +147,40 @@ class Probe:
             port = sock.getsockname()[1]
         return cls(work, env, marker, port)
 
-    @property
-    def db(self) -> Path:
-        return self.work / "mlflow.db"
+    def case_env(self, case: Case) -> dict[str, str]:
+        """The probe's environment, with the case's own marker, MLflow store and data cache: cases that
+        run at the same time cannot take each other's processes, runs or files."""
+        return {**self.env, "SURROGATE_SEARCH_PROBE": f"{self.marker}/{case.name}",
+                "MLFLOW_TRACKING_URI": f"sqlite:///{self.work / 'stores' / case.name / 'mlflow.db'}",
+                "SURROGATE_SEARCH_CACHE": str(self.work / "caches" / case.name)}
 
     def run(self, case: Case) -> Outcome:
-        """Run one case in its own empty folder."""
+        return self.finish(self.start(case))
+
+    def run_all(self, cases: list[Case], jobs: int = 1) -> Iterator[tuple[Case, Outcome]]:
+        """Every case, ``jobs`` at a time (each is mostly Python starting up), in order."""
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            yield from zip(cases, pool.map(self.run, cases))
+
+    def start(self, case: Case) -> Running:
+        """Start one case in its own empty folder."""
         folder = self.work / "cases" / case.name
         folder.mkdir(parents=True)
+        (self.work / "stores" / case.name).mkdir(parents=True)
         argv = [a.format(work=self.work, port=self.port) for a in case.argv]
-        started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "surrogate_search.cli", *argv], cwd=folder, env=self.env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        process = subprocess.Popen([sys.executable, "-m", "surrogate_search.cli", *argv], cwd=folder,
+                                   env=self.case_env(case), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        return Running(case, folder, process, time.perf_counter())
+
+    def finish(self, running: Running) -> Outcome:
+        case, folder, process = running.case, running.folder, running.process
         try:
             stderr = process.communicate(timeout=4 * LIMIT_S)[1]
         except subprocess.TimeoutExpired:  # it started working (pretraining, retrying): stop it and all it started
             os.killpg(process.pid, signal.SIGKILL)
             stderr = process.communicate()[1]
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - running.started
         lines = [line for line in stderr.splitlines() if line.strip()]
         outcome = Outcome(process.returncode, seconds, lines[-1] if lines else "")
         names = case.names.format(port=self.port)
@@ -184,46 +201,60 @@ class Probe:
             outcome.broken.append("created the search storage folder")
         if (self.work / "PWNED").exists() or (folder / "PWNED").exists():
             outcome.broken.append("RAN THE CODE IN A CHECKPOINT")
-        processes = self.leftover_processes()
+        processes = self.leftover_processes(case)
         if processes:
             outcome.broken.append(f"left processes running: {processes}")
-        runs = self.mlflow_runs()
+        runs = self.mlflow_runs(case)
         if runs:
-            outcome.broken.append(f"{runs} MLflow run(s) in {self.db}")
+            outcome.broken.append(f"{runs} MLflow run(s) in its store")
         return outcome
 
-    def leftover_processes(self) -> list[str]:
-        """Processes still running with this probe's marker in their environment: what a case started
-        (Ray's raylet, GCS, workers, dashboard; a pretraining process) and did not stop."""
+    def leftover_processes(self, case: Case | None = None) -> list[str]:
+        """Processes still running with the marker of this probe (or of one case) in their
+        environment: what a case started (Ray's raylet, GCS, workers, dashboard; a pretraining
+        process) and did not stop."""
+        wanted = f"SURROGATE_SEARCH_PROBE={self.marker}/{case.name}\0" if case else f"SURROGATE_SEARCH_PROBE={self.marker}/"
         found = []
         for entry in Path("/proc").glob("[0-9]*"):
             try:
-                if self.marker.encode() in (entry / "environ").read_bytes():
+                if wanted.encode() in (entry / "environ").read_bytes():
                     command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
                     found.append(f"{entry.name} {command[:120]}")
             except OSError:  # gone meanwhile, or not ours to read
                 continue
         return found
 
-    def mlflow_runs(self) -> int:
-        if not self.db.exists():
-            return 0
-        with sqlite3.connect(self.db) as conn:
-            has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'").fetchone()
-            return conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if has_table else 0
+    def mlflow_runs(self, case: Case | None = None) -> int:
+        """MLflow runs in one case's store, or in all of them."""
+        total = 0
+        for db in ([self.work / "stores" / case.name / "mlflow.db"] if case else (self.work / "stores").glob("*/mlflow.db")):
+            if not db.exists():
+                continue
+            with sqlite3.connect(db) as conn:
+                has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='runs'").fetchone()
+                total += conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0] if has_table else 0
+        return total
+
+
+@dataclass
+class Running:
+    case: Case
+    folder: Path
+    process: subprocess.Popen
+    started: float
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help="comma-separated case names (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="cases run at the same time (1: each timed alone)")
     args = parser.parse_args()
     cases = [c for c in CASES if args.only is None or c.name in args.only.split(",")]
 
     probe = Probe.create(Path(tempfile.mkdtemp(prefix="bad_inputs_")))
     failed = 0
     print(f"{'case':28s} {'exit':>4s} {'seconds':>7s}  last line of stderr")
-    for case in cases:
-        outcome = probe.run(case)
+    for case, outcome in probe.run_all(cases, args.jobs):
         if outcome.seconds > LIMIT_S:
             outcome.broken.append(f"took {outcome.seconds:.0f} s (> {LIMIT_S:.0f} s)")
         print(f"{case.name:28s} {outcome.status:4d} {outcome.seconds:7.1f}  {outcome.last}", flush=True)
@@ -232,7 +263,7 @@ def main() -> int:
         failed += bool(outcome.broken)
     left = probe.leftover_processes()
     print(f"processes left behind by the cases: {len(left)}" + "".join(f"\n  {p}" for p in left))
-    print(f"MLflow runs in {probe.db}: {probe.mlflow_runs()}")
+    print(f"MLflow runs in the cases' stores ({probe.work / 'stores'}): {probe.mlflow_runs()}")
     print(f"{len(cases) - failed}/{len(cases)} cases refused cleanly (folder: {probe.work})")
     return 1 if failed or left or probe.mlflow_runs() else 0
 
