@@ -18,6 +18,7 @@ import pytest
 
 from surrogate_search.cli import main
 from surrogate_search.search import load_space
+from surrogate_search.search.outcome import load_best_config
 from surrogate_search.search.storage import Location
 from surrogate_search.search.sync import TrialRecord, report_metrics
 from surrogate_search.search.train import read_metrics_log
@@ -119,6 +120,7 @@ def test_a_search_in_a_bucket_keeps_its_rows_there_syncs_them_once_and_resumes(s
     assert all([r["final"] for r in trial_rows] == [0.0, 0.0, 1.0] for trial_rows in rows.values()), rows
     with s3_server.open_input_stream("bucket/searches/tabular_f1_smoke/train/trial_0000/metrics.jsonl") as stream:
         assert stream.read().decode().count("\n") == 3
+    assert load_best_config(f"{STORAGE}/tabular_f1_smoke")["train_run"] == outcome.best_run  # compare --from-search
 
     # MLflow missed every row (as through an outage): sync reads them from the bucket, once.
     client = MlflowClient(tracking)
