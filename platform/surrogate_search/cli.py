@@ -251,8 +251,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from surrogate_search.search.outcome import TRAIN_DIR, storage_location
-    from surrogate_search.search.sync import TRIAL_RECORD, trial_records
+    from surrogate_search.search.outcome import STUDY_DB, TRAIN_DIR, storage_location
+    from surrogate_search.search.sync import TRIAL_RECORD, study_storage_of, trial_records
     from surrogate_search.search.tracking import sync_and_close
     from surrogate_search.tracking import check_tracking_store
 
@@ -263,6 +263,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
                                 "search run with tracking on (runs/search/<space name>, or s3://bucket/searches/<space name>)")
     for uri in {args.tracking_uri} if args.tracking_uri else {r.tracking_uri for r in records}:
         check_tracking_store(uri)  # a server still down: one line naming it
+    if study_storage_of(folder, args.study_storage) is None:
+        print(f"note: the Optuna study of {folder} was not found (no {STUDY_DB}, or its --study-storage URL holds a "
+              "password): runs are closed after their trials' states only with --study-storage", file=sys.stderr)
     done, closed = sync_and_close(folder, tracking_uri=args.tracking_uri, study_storage=args.study_storage)
     for trial in done:
         changes = [*(["run made"] if trial.created else []), f"{trial.rows_sent} metric value(s) sent",
