@@ -73,6 +73,7 @@ CASES = [
     Case("resume_missing_search", [*SEARCH, "--resume", "--storage", "{work}/searches"], "--resume"),
     Case("compare_missing_search", ["compare", "--from-search", "{work}/searches/nowhere"], "nowhere"),
     Case("storage_not_writable", [*SEARCH, "--storage", "{work}/a_file/searches"], "a_file"),
+    Case("bucket_without_study_storage", [*SEARCH, "--storage", "s3://bucket/searches"], "--study-storage"),
     Case("tracking_server_down", ["posttune", *TABULAR, "--tracking-uri", "http://127.0.0.1:{port}"],
          "127.0.0.1:{port}"),
     Case("search_tracking_server_down", [*SEARCH, "--tracking-uri", "http://127.0.0.1:{port}", "--storage",

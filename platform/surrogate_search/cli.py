@@ -251,23 +251,28 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from surrogate_search.search.sync import TRIAL_RECORD, TrialRecord, sync_search
+    from surrogate_search.search.outcome import STUDY_DB, TRAIN_DIR, storage_location
+    from surrogate_search.search.sync import TRIAL_RECORD, study_storage_of, trial_records
+    from surrogate_search.search.tracking import sync_and_close
     from surrogate_search.tracking import check_tracking_store
 
-    folder = Path(args.search)
-    records = [TrialRecord.read(f.parent) for f in sorted(folder.glob(f"train/*/{TRIAL_RECORD}"))]
+    folder = storage_location(args.search)
+    records = [record for _, record in trial_records(folder)]
     if not records:
-        raise FileNotFoundError(f"{folder} holds no tracked trial (no train/*/{TRIAL_RECORD}): pass the folder of a "
-                                "search run with tracking on (runs/search/<space name>)")
+        raise FileNotFoundError(f"{folder} holds no tracked trial (no {TRAIN_DIR}/*/{TRIAL_RECORD}): pass the folder of a "
+                                "search run with tracking on (runs/search/<space name>, or s3://bucket/searches/<space name>)")
     for uri in {args.tracking_uri} if args.tracking_uri else {r.tracking_uri for r in records}:
         check_tracking_store(uri)  # a server still down: one line naming it
-    done = sync_search(folder, tracking_uri=args.tracking_uri)
+    if study_storage_of(folder, args.study_storage) is None:
+        print(f"note: the Optuna study of {folder} was not found (no {STUDY_DB}, or its --study-storage URL holds a "
+              "password): runs are closed after their trials' states only with --study-storage", file=sys.stderr)
+    done, closed = sync_and_close(folder, tracking_uri=args.tracking_uri, study_storage=args.study_storage)
     for trial in done:
         changes = [*(["run made"] if trial.created else []), f"{trial.rows_sent} metric value(s) sent",
                    *([f"status {trial.status}"] if trial.status else [])]
         print(f"{trial.trial_key}: run {trial.run_id}: {', '.join(changes)}")
+    if closed:
+        print(f"search run {records[0].parent_run_id}: status {closed}")
     print(f"{len(done)} trial(s) in sync with MLflow")
     return 0
 
@@ -448,10 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the interrupted search in --storage")
     p.add_argument("--address", default=None,
                    help="Ray cluster to run on (default: RAY_ADDRESS, else Ray started in this process)")
-    p.add_argument("--storage", default="runs/search", help="folder of searches; this one goes to STORAGE/<space name>")
+    p.add_argument("--storage", default="runs/search",
+                   help="folder or bucket URI (s3://bucket/searches, gs://..., file://...) of searches; this one goes "
+                        "to STORAGE/<space name>. A bucket needs --study-storage")
     p.add_argument("--study-storage", default=None, metavar="URL",
                    help="database for the Optuna study, e.g. postgresql://user@db-host/optuna (every node of a "
-                        "cluster reaches it); default: optuna.db in the search's folder")
+                        "cluster reaches it); default: optuna.db in the search's folder (a bucket --storage needs it)")
     p.add_argument("--num-cpus", type=int, default=None, help="local mode: logical CPUs Ray may use (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
     p.add_argument("--cache-dir", default=str(default_cache_dir()), help="where rendered data splits are cached")
@@ -460,9 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("sync", "record in MLflow what a search's trials reported while the tracking server was down "
                         "(each value once; run it when the search is not running)")
-    p.add_argument("search", metavar="SEARCH_DIR", help="a search's folder (runs/search/<space name>)")
+    p.add_argument("search", metavar="SEARCH_DIR",
+                   help="a search's folder (runs/search/<space name>, or s3://bucket/searches/<space name>)")
     p.add_argument("--tracking-uri", default=None,
                    help="the tracking server (default: the one the search recorded to, kept in the folder)")
+    p.add_argument("--study-storage", default=None, metavar="URL",
+                   help="the --study-storage the search ran with, when it holds a password (default: the "
+                        "folder's optuna.db, or the URL the search kept in its folder)")
     p.set_defaults(func=cmd_sync)
 
     p = command("dashboard", "serve optuna-dashboard for a search's Optuna study on 127.0.0.1 and print its address "

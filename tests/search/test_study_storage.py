@@ -43,18 +43,20 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path, monkeyp
     assert not (tmp_path / "searches").exists()
 
 
-def test_storage_is_a_folder_or_a_file_uri_and_a_bucket_is_refused_by_name(tmp_path, monkeypatch, capsys):
-    from surrogate_search.search.outcome import storage_folder
+def test_storage_is_a_folder_a_file_uri_or_a_bucket_and_a_bucket_needs_a_study_database(tmp_path, monkeypatch, capsys):
+    from surrogate_search.search.outcome import storage_location
 
-    assert storage_folder(tmp_path / "searches") == tmp_path / "searches"
-    assert storage_folder(f"file://{tmp_path}/my%20searches") == tmp_path / "my searches"
-    with pytest.raises(StorageError, match=r"--storage s3://bucket/searches: bucket URIs are not supported yet"):
-        storage_folder("s3://bucket/searches")
-    # As a user types it: refused before any work, nothing created (no ./s3:/bucket folder).
+    assert storage_location(tmp_path / "searches").local == tmp_path / "searches"
+    assert storage_location(f"file://{tmp_path}/my%20searches").local == tmp_path / "my searches"
+    bucket = storage_location("s3://bucket/searches") / "tabular_f1_smoke"
+    assert bucket.uri == "s3://bucket/searches/tabular_f1_smoke" and not bucket.is_local  # for Ray, unchanged
+    # As a user types it: a bucket without --study-storage is refused before any work, nothing
+    # created (no ./s3:/bucket folder), with the way out named.
     monkeypatch.chdir(tmp_path)
-    code = main(["search", str(REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"), "--storage", "s3://bucket/searches",
-                 "--no-track"])
+    code = main(["search", str(REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"), "--storage",
+                 "s3://KEY:s3cret@bucket/searches", "--no-track"])
     out, err = capsys.readouterr()
     assert code == 2, out + err
-    assert "bucket URIs are not supported yet" in err
+    assert "--storage s3://KEY:***@bucket/searches: a bucket cannot hold the Optuna study" in err
+    assert "pass --study-storage" in err and "s3cret" not in out + err
     assert list(tmp_path.iterdir()) == []

@@ -1,13 +1,16 @@
 """What a search leaves behind and the facts its parts share: the folder layout, the name of a
 trial's run, the keys of its reports, and :class:`SearchOutcome` with ``best_config.yaml``.
 
-One search lives in one folder, ``<storage>/<space name>/``::
+One search lives in one folder, ``<storage>/<space name>/``, on a disk or in a bucket (see
+:mod:`.storage`)::
 
     optuna.db          the Optuna study (TPE; every trial's parameters, intermediate values, state),
-                       unless it lives in a database server (``--study-storage postgresql://...``)
+                       unless it lives in a database server (``--study-storage postgresql://...``,
+                       which a bucket needs: ``optuna_storage`` then says where, password hidden)
     tune_<n>/          Ray Tune's experiment folder of the n-th (re)start of the search (and the
                        Tune checkpoints of inline trials)
-    train/trial_0003/  the run of Optuna trial 3: metrics.jsonl, and a Ray Train run's checkpoints
+    train/trial_0003/  the run of Optuna trial 3: metrics.jsonl, mlflow_run.json, and a Ray Train
+                       run's checkpoints
     best_config.yaml   the best trial's post-tuning settings, for ``surrogate-search compare --from-search``
     mlflow_search_id   the key of the search's MLflow parent run (with tracking on)
 
@@ -24,8 +27,11 @@ from typing import Any
 import yaml
 
 from surrogate_search.search.space import SearchSpec
+from surrogate_search.search.storage import Location, LocationError, check_bucket, first_line
 
 STUDY_DB = "optuna.db"
+STUDY_STORAGE_FILE = "optuna_storage"
+"""In a search's folder when its study lives in a database: the ``--study-storage`` URL, password hidden."""
 BEST_CONFIG = "best_config.yaml"
 TRAIN_DIR = "train"
 RUN_KEY = "__train_run"
@@ -46,20 +52,34 @@ class StorageError(ValueError):
     """A search's folder cannot be used as asked: nothing there to resume, or it cannot be written."""
 
 
-def storage_folder(storage: str | Path) -> Path:
-    """The folder a ``--storage`` value names: a path, or a ``file://`` URI. A bucket URI
-    (``s3://``, ``gs://``, ...) is refused with :class:`StorageError`: the search writes its own
-    files (the study, ``metrics.jsonl``, ``best_config.yaml``) with plain file calls, so on a cluster
-    ``--storage`` is a folder every node sees (NFS)."""
-    text = str(storage)
-    if text.startswith("file://"):
-        from urllib.parse import unquote, urlparse
+def storage_location(storage: str | Path | Location) -> Location:
+    """Where ``--storage`` points: a folder (made absolute), a ``file://`` URI (its folder), or a
+    bucket URI that Ray accepts (``s3://``, ``gs://``; kept unchanged for Ray). Touches nothing:
+    resolving a bucket's filesystem may ask the network (S3 looks up the bucket's region), so
+    :func:`check_bucket_search` does it, under a time limit."""
+    return Location.of(storage)
 
-        return Path(unquote(urlparse(text).path))
-    if "://" in text:
-        raise StorageError(f"--storage {text}: bucket URIs are not supported yet; pass a folder every node sees "
-                           f"(NFS or another shared file system), e.g. --storage /shared/searches")
-    return Path(text)
+
+def check_bucket_search(search_dir: Location, resume: bool, study_storage: str | None) -> None:
+    """Fail before any work when the search in a bucket cannot run: without ``--study-storage``
+    (Optuna's SQLite file cannot live in a bucket), a bucket that does not answer, does not exist or
+    cannot be written, or a new search where one has run already. Writes nothing that stays."""
+    if study_storage is None:
+        raise StorageError(f"--storage {search_dir.parent}: a bucket cannot hold the Optuna study (a SQLite file); "
+                           f"pass --study-storage with a database every node reaches, e.g. "
+                           f"--study-storage postgresql://USER@db-host/optuna, or sqlite:///{Path.cwd()}/optuna.db "
+                           f"on one machine")
+    storage = search_dir.parent
+    try:
+        check_bucket(storage)
+        ran_here = not resume and (storage / search_dir.name / TRAIN_DIR).exists()  # the filesystem just checked
+    except LocationError as exc:
+        raise StorageError(str(exc)) from None
+    except OSError as exc:
+        raise StorageError(f"--storage {search_dir.parent}: cannot use it ({first_line(exc)})") from None
+    if ran_here:
+        raise FileExistsError(f"{search_dir} already holds a search: pass --resume to continue it, "
+                              f"or --storage to start a new one elsewhere")
 
 
 def check_search_dir(search_dir: Path, resume: bool, study_in_folder: bool = True) -> None:
@@ -97,7 +117,7 @@ def train_run_name(trial: Any) -> str:
 class SearchOutcome:
     """What a finished search found."""
 
-    search_dir: Path
+    search_dir: Location
     metric: str
     mode: str
     best_value: float | None
@@ -126,7 +146,7 @@ class SearchOutcome:
                 f"best configuration: {self.search_dir / BEST_CONFIG}")
 
 
-def summarize(spec: SearchSpec, study: Any, search_dir: Path) -> SearchOutcome:
+def summarize(spec: SearchSpec, study: Any, search_dir: Location) -> SearchOutcome:
     """Best trial of the study; writes ``best_config.yaml`` when there is one."""
     from optuna.trial import TrialState
 
@@ -149,19 +169,19 @@ def summarize(spec: SearchSpec, study: Any, search_dir: Path) -> SearchOutcome:
     (search_dir / BEST_CONFIG).write_text(
         f"# Best trial of {spec.path}. Compare it with the baselines:\n"
         f"#   surrogate-search compare --from-search {search_dir / BEST_CONFIG}\n"
-        + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        + yaml.safe_dump(document, sort_keys=False))
     return SearchOutcome(search_dir, spec.metric, spec.mode, float(best.value), dict(best.params), config, run, states,
                          diverged=diverged)
 
 
-def load_best_config(path: str | Path) -> dict[str, Any]:
-    """Read a search's ``best_config.yaml`` (or the search folder holding it)."""
-    path = Path(path)
+def load_best_config(path: str | Path | Location) -> dict[str, Any]:
+    """Read a search's ``best_config.yaml`` (or the search folder holding it), on a disk or in a bucket."""
+    path = storage_location(path)
     if path.is_dir():
         path = path / BEST_CONFIG
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no {BEST_CONFIG} at {path}: has the search finished a trial?")
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document = yaml.safe_load(path.read_text())
     if not isinstance(document, dict) or "posttune" not in document or "task" not in document:
         raise ValueError(f"{path}: not a search's {BEST_CONFIG} (expected 'task' and 'posttune' sections)")
     return document

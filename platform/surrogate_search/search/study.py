@@ -24,7 +24,7 @@ def study_url(search_dir: Path, study_storage: str | None = None) -> str:
     """Where the search's Optuna study lives: ``study_storage`` (a database URL Optuna's RDB storage
     takes, e.g. ``postgresql://user@db-host/optuna``, shared by a cluster's nodes) or, by default,
     the SQLite file in the search's folder."""
-    return study_storage or f"sqlite:///{(search_dir / STUDY_DB).resolve()}"
+    return study_storage or f"sqlite:///{(Path(search_dir) / STUDY_DB).resolve()}"
 
 
 def check_study_storage(name: str, study_storage: str, resume: bool) -> None:

@@ -7,7 +7,10 @@ search missed some of it: reports, the closing of runs, whole trials that starte
 :func:`sync_search` makes MLflow hold what the folder holds: the run of each trial (created if
 the trial started while the server was down), each report row exactly once (see
 :mod:`surrogate_search.tracking.replay`; running it twice sends nothing the second time), and the
-status of the run after the trial's Optuna state (COMPLETE: FINISHED, PRUNED: KILLED, FAIL: FAILED).
+status of the run after the trial's Optuna state (COMPLETE: FINISHED, PRUNED: KILLED, FAIL: FAILED),
+and the ``diverged`` tag (why) of a trial that diverged. The folder may be in a bucket (see
+:mod:`.storage`); the study is the folder's ``optuna.db``, or the database it ran with
+(``--study-storage``, or the URL kept in the folder when it holds no password).
 
 It runs at the end of a tracked search, when one resumes, and as ``surrogate-search sync <search
 folder>`` (when the search is not running: a trial still running sends its own reports).
@@ -22,7 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from surrogate_search.search.outcome import STUDY_DB, TRAIN_DIR, train_run_name
+from surrogate_search.search.outcome import DIVERGED_KEY, STUDY_DB, STUDY_STORAGE_FILE, TRAIN_DIR, train_run_name
+from surrogate_search.search.storage import Location
 from surrogate_search.search.train import read_metrics_log
 
 log = logging.getLogger(__name__)
@@ -56,13 +60,18 @@ class TrialRecord:
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
 
-    def write(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / TRIAL_RECORD).write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+    def write(self, folder: str | Path | Location) -> None:
+        (Location.of(folder) / TRIAL_RECORD).write_text(json.dumps(asdict(self), indent=1) + "\n")
 
     @classmethod
-    def read(cls, folder: Path) -> TrialRecord:
-        return cls(**json.loads((folder / TRIAL_RECORD).read_text(encoding="utf-8")))
+    def read(cls, folder: str | Path | Location) -> TrialRecord:
+        return cls(**json.loads((Location.of(folder) / TRIAL_RECORD).read_text()))
+
+
+def trial_records(search_dir: str | Path | Location) -> list[tuple[Location, TrialRecord]]:
+    """Each tracked trial's folder and record, by trial folder name (one listing of ``train/``)."""
+    train = Location.of(search_dir) / TRAIN_DIR
+    return [(file.parent, TrialRecord.read(file.parent)) for file in train.glob(f"*/{TRIAL_RECORD}")]
 
 
 @dataclass
@@ -79,39 +88,61 @@ class TrialSync:
     """The status set now, if it changed."""
 
 
-def trial_states(search_dir: Path) -> dict[str, tuple[str, int]]:
-    """The Optuna state and number of the latest trial of each run name (a re-queued trial keeps
-    the run name of the interrupted one)."""
+def study_storage_of(search_dir: str | Path | Location, study_storage: str | None = None) -> str | None:
+    """The study's URL: ``study_storage``, else the folder's ``optuna.db``, else the URL kept in the
+    folder (when it holds no hidden password); None when there is none to be found."""
+    if study_storage:
+        return study_storage
+    search_dir = Location.of(search_dir)
+    if search_dir.is_local and (search_dir.local / STUDY_DB).exists():
+        return f"sqlite:///{search_dir.local / STUDY_DB}"
+    kept = search_dir / STUDY_STORAGE_FILE
+    url = kept.read_text().strip() if kept.is_file() else ""
+    return url if url and "***" not in url else None
+
+
+def load_search_study(search_dir: str | Path | Location, study_storage: str | None = None) -> Any:
+    """The search's Optuna study (named after its folder), or None when it cannot be found."""
     import optuna
 
-    storage = f"sqlite:///{(Path(search_dir) / STUDY_DB).resolve()}"
-    if not (Path(search_dir) / STUDY_DB).exists():
-        return {}
+    storage = study_storage_of(search_dir, study_storage)
+    if storage is None:
+        return None
     names = optuna.study.get_all_study_names(storage)
-    name = Path(search_dir).name if Path(search_dir).name in names else names[0]
+    if not names:
+        return None
+    name = Location.of(search_dir).name
+    return optuna.load_study(study_name=name if name in names else names[0], storage=storage)
+
+
+def trial_states(search_dir: str | Path | Location, study_storage: str | None = None) -> dict[str, tuple[str, int]]:
+    """The Optuna state and number of the latest trial of each run name (a re-queued trial keeps
+    the run name of the interrupted one)."""
+    study = load_search_study(search_dir, study_storage)
+    if study is None:
+        return {}
     states: dict[str, tuple[str, int]] = {}
-    for trial in sorted(optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False),
-                        key=lambda t: t.number):
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         states[train_run_name(trial)] = (trial.state.name, trial.number)
     return states
 
 
-def sync_search(search_dir: str | Path, *, tracking_uri: str | None = None) -> list[TrialSync]:
-    """Bring every tracked trial of the search in ``search_dir`` up to date in MLflow (see the
-    module's docstring); ``tracking_uri`` overrides the server the trials were recorded on (the
-    same store, moved). Raises the tracking store's error if it cannot be reached."""
-    search_dir = Path(search_dir)
-    states = trial_states(search_dir)
+def sync_search(search_dir: str | Path | Location, *, tracking_uri: str | None = None,
+                study_storage: str | None = None) -> list[TrialSync]:
+    """Bring every tracked trial of the search in ``search_dir`` (a folder or a bucket URI) up to
+    date in MLflow (see the module's docstring); ``tracking_uri`` overrides the server the trials
+    were recorded on (the same store, moved); ``study_storage``: the study's database, when it is
+    not the folder's. Raises the tracking store's error if it cannot be reached."""
+    states = trial_states(search_dir, study_storage)
     done = []
-    for file in sorted((search_dir / TRAIN_DIR).glob(f"*/{TRIAL_RECORD}")):
-        record = TrialRecord.read(file.parent)
+    for folder, record in trial_records(search_dir):
         if tracking_uri:
             record.tracking_uri = tracking_uri
-        done.append(sync_trial(record, file.parent, states.get(record.trial_key)))
+        done.append(sync_trial(record, folder, states.get(record.trial_key)))
     return done
 
 
-def sync_trial(record: TrialRecord, folder: Path, state: tuple[str, int] | None = None) -> TrialSync:
+def sync_trial(record: TrialRecord, folder: str | Path | Location, state: tuple[str, int] | None = None) -> TrialSync:
     """Bring one trial's run up to date: made if missing, every row of ``folder``'s
     ``metrics.jsonl`` exactly once, its status after ``state`` (Optuna's state name and number)."""
     from surrogate_search.tracking.replay import replay_metrics
@@ -129,14 +160,18 @@ def sync_trial(record: TrialRecord, folder: Path, state: tuple[str, int] | None 
         record.run_id = run_id
         record.write(folder)
     metrics = []
+    diverged = None
     for row in read_metrics_log(folder):
         step, values = report_metrics(row, record.objective)
         metrics += metric_items(values, step)
+        diverged = row.get(DIVERGED_KEY) or diverged
     sent = replay_metrics(mlflow_client, run_id, metrics)
     result = TrialSync(record.trial_key, run_id, created=created, rows_sent=sent)
+    run = mlflow_client.get_run(run_id) if diverged or state is not None else None
+    if diverged and run.data.tags.get(DIVERGED_KEY) != str(diverged):  # its report never reached the server
+        mlflow_client.set_tag(run_id, DIVERGED_KEY, str(diverged))
     if state is not None:
         name, number = state
-        run = mlflow_client.get_run(run_id)
         if run.data.tags.get(OPTUNA_STATE_TAG) != name or run.data.tags.get(OPTUNA_TRIAL_TAG) != str(number):
             mlflow_client.set_tag(run_id, OPTUNA_STATE_TAG, name)
             mlflow_client.set_tag(run_id, OPTUNA_TRIAL_TAG, str(number))

@@ -29,6 +29,7 @@ from ray.train import UserCallback
 from surrogate_search.checkpoint import BaseCheckpoint
 from surrogate_search.config import PostTuneConfig
 from surrogate_search.search.outcome import DIVERGED_KEY
+from surrogate_search.search.storage import Location
 
 STATE_FILE = "loop_state.pt"
 METRICS_LOG = "metrics.jsonl"
@@ -150,33 +151,49 @@ def diverged_row(diverged: Any, config: PostTuneConfig, *, nodes: int, workers: 
 
 
 class MetricsLog(UserCallback):
-    """Runs in the Ray Train controller (which outlives failed workers) and appends every report of
-    rank 0 to ``<run folder>/metrics.jsonl``: one row per evaluation plus the final row, however
-    many times the workers were restarted."""
+    """Runs in the Ray Train controller (which outlives failed workers), or in an inline trial, and
+    adds every report of rank 0 to ``<run folder>/metrics.jsonl``: one row per evaluation plus the
+    final row, however many times the workers were restarted.
 
-    def __init__(self, file: str | Path) -> None:
-        self.file = Path(file)
+    On a disk the row is appended. An object in a bucket cannot be appended to, so there the whole
+    file is put again with the new row at its end: the rows it held (read once, when a restarted
+    trial writes its first row) plus this run's. A put replaces the object at once, so a reader
+    (``surrogate-search sync``) sees every row up to some report, never half a row; one writer per
+    trial (rank 0) means no row is lost to a concurrent put; and the file is the same one-row-per-
+    report log as on a disk, so sync's replay (each row once: :mod:`surrogate_search.tracking.replay`)
+    reads it alike. A trial reports tens of rows of a few hundred bytes: putting them again costs a
+    request per evaluation, as a checkpoint does."""
+
+    def __init__(self, file: str | Path | Location) -> None:
+        self.file = Location.of(file)
+        self._text: str | None = None
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.file, "a", encoding="utf-8") as out:
-            out.write(json.dumps({**metrics[0], "checkpoint": checkpoint is not None}) + "\n")
+        line = json.dumps({**metrics[0], "checkpoint": checkpoint is not None}) + "\n"
+        if self.file.appendable:
+            self.file.append_text(line)
+            return
+        if self._text is None:
+            self._text = self.file.read_text() if self.file.is_file() else ""
+        self._text += line
+        self.file.write_text(self._text)
 
 
-def read_metrics_log(run_dir: str | Path) -> list[dict[str, Any]]:
-    file = Path(run_dir) / METRICS_LOG
-    if not file.exists():
+def read_metrics_log(run_dir: str | Path | Location) -> list[dict[str, Any]]:
+    """The rows of ``<run_dir>/metrics.jsonl`` (on a disk or in a bucket); none when it is not there."""
+    file = Location.of(run_dir) / METRICS_LOG
+    if not file.is_file():
         return []
-    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
 
 
-def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str, storage_path: str | Path,
+def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str, storage_path: str | Path | Location,
                  plan: TrainPlan | None = None, cache_dir: str | None = None, callbacks: list[Any] | None = None,
                  report_extra: dict[str, Any] | None = None) -> Any:
     """Run one post-tuning as a ``TorchTrainer`` and return Ray Train's ``Result``.
 
-    ``name`` + ``storage_path`` identify the run: calling this again with the same pair resumes
-    from the run's latest checkpoint. The metrics of every evaluation are in
+    ``name`` + ``storage_path`` (a folder or a bucket URI, given to Ray unchanged) identify the run:
+    calling this again with the same pair resumes from the run's latest checkpoint. The metrics of every evaluation are in
     ``<storage_path>/<name>/metrics.jsonl``. ``report_extra`` joins every report (a tracked
     trial's MLflow run id, for the searcher).
 
@@ -186,11 +203,11 @@ def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: st
     from ray.train.torch import TorchConfig, TorchTrainer
 
     plan = plan or TrainPlan()
-    storage_path = str(Path(storage_path).resolve())
-    run_config = RunConfig(name=name, storage_path=storage_path,
+    storage = Location.of(storage_path)
+    run_config = RunConfig(name=name, storage_path=storage.uri,
                            failure_config=FailureConfig(max_failures=plan.max_failures),
                            checkpoint_config=CheckpointConfig(num_to_keep=2),
-                           callbacks=[MetricsLog(Path(storage_path) / name / METRICS_LOG), *(callbacks or [])])
+                           callbacks=[MetricsLog(storage / name / METRICS_LOG), *(callbacks or [])])
     loop_config = {"config": config, "checkpoint": checkpoint, "cache_dir": cache_dir,
                    "threads_per_worker": max(1, int(plan.cpus_per_worker)), "report_extra": dict(report_extra or {})}
     trainer = TorchTrainer(train_loop_per_worker, train_loop_config=loop_config,
@@ -201,7 +218,7 @@ def run_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: st
     return trainer.fit()
 
 
-def run_inline(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str, storage_path: str | Path,
+def run_inline(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str, storage_path: str | Path | Location,
                cache_dir: str | None = None, callbacks: list[Any] | None = None,
                report_extra: dict[str, Any] | None = None) -> Any:
     """Run one post-tuning in this process, from inside a Ray Tune trial, as one worker.
@@ -217,7 +234,7 @@ def run_inline(config: PostTuneConfig, checkpoint: BaseCheckpoint, *, name: str,
 
     from surrogate_search.posttune import PostTuneDiverged, WorkerContext, posttune
 
-    sinks = [MetricsLog(Path(storage_path) / name / METRICS_LOG), *(callbacks or [])]
+    sinks = [MetricsLog(Location.of(storage_path) / name / METRICS_LOG), *(callbacks or [])]
     resume_state = None
     latest = tune.get_checkpoint()
     if latest is not None:

@@ -23,12 +23,15 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from surrogate_search.search.outcome import (MLFLOW_RUN_KEY, RUN_KEY, TRAIN_DIR, TRIAL_KEY, SearchOutcome,
-                                             check_search_dir, storage_folder, summarize)
+from surrogate_search.search.outcome import (MLFLOW_RUN_KEY, RUN_KEY, STUDY_STORAGE_FILE, TRAIN_DIR, TRIAL_KEY,
+                                             SearchOutcome, check_bucket_search, check_search_dir, storage_location,
+                                             summarize)
 from surrogate_search.search.resources import (ResourcePlan, fit_to_machine, local_cluster, plan_resources,
                                                trial_cpus, trial_resources)
 from surrogate_search.search.space import SearchSpec
-from surrogate_search.search.study import check_study_storage, open_study, requeue_interrupted, searcher_class
+from surrogate_search.search.storage import Location
+from surrogate_search.search.study import (check_study_storage, open_study, requeue_interrupted, searcher_class,
+                                           shown_url)
 
 if TYPE_CHECKING:  # imports Ray Train and MLflow: only when a search is tracked
     from surrogate_search.search.tracking import SearchTracking
@@ -41,7 +44,7 @@ controller takes in one worker report per poll, every 2 s by default: a trial's 
 and so its end, waited seconds on the poll."""
 
 
-def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any, train_dir: str,
+def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any, train_dir: Location,
                     cache_dir: str | None = None, tracking: SearchTracking | None = None) -> None:
     """One Tune trial: build its post-tuning config and run it, named after the Optuna trial, as a
     Ray Train run (forwarding every evaluation to Tune with ``TuneReportCallback``) or inline (see
@@ -58,7 +61,7 @@ def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any
         extra: dict[str, Any] = {}
         if tracking is not None:
             mlflow_run, to_mlflow = stack.enter_context(tracking.trial(run, post_config, optuna_trial=config.get(TRIAL_KEY),
-                                                                       folder=Path(train_dir) / run))
+                                                                       folder=train_dir / run))
             callbacks.append(to_mlflow)
             extra[MLFLOW_RUN_KEY] = mlflow_run.run_id  # the searcher keeps it on the Optuna trial
         if b.trial_runner == "inline":
@@ -73,7 +76,7 @@ def trial_trainable(config: dict[str, Any], *, spec: SearchSpec, checkpoint: Any
                      cache_dir=cache_dir, callbacks=[TuneReportCallback(), *callbacks], report_extra=extra)
 
 
-def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume: bool = False,
+def run_search(spec: SearchSpec, *, storage: str | Path | Location = "runs/search", resume: bool = False,
                address: str | None = None, num_cpus: int | None = None, cache_dir: str | None = None,
                seed: int = 0, points_to_evaluate: list[dict[str, Any]] | None = None,
                verbose: int = 1, study_storage: str | None = None,
@@ -86,17 +89,23 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
     trial that needs more than that is made to fit (see :func:`.resources.fit_to_machine`; logged).
     Nothing is created and Ray is not started until the folder, the tracking store, the trial's
     resources and the base checkpoint have passed their checks.
+    ``storage``: a folder, or a URI Ray accepts (``s3://bucket/searches``, ``gs://...``,
+    ``file://...``), given to Ray unchanged; the search's own files go there too (see :mod:`.storage`).
     ``points_to_evaluate``: parameter sets to try first (Optuna's enqueued trials).
     ``study_storage``: a database URL for the Optuna study (e.g. ``postgresql://user@host/optuna``,
-    which every node of a cluster reaches); default: ``optuna.db`` in the search's folder.
+    which every node of a cluster reaches); default: ``optuna.db`` in the search's folder, which
+    a bucket cannot hold (there it is required).
     ``tracking_uri``: record the search in MLflow (a parent run, a child run per trial; see
     :mod:`surrogate_search.search.tracking`) in ``experiment`` (default: the task's); ``None``
     records nothing. The store is checked before Ray starts.
     """
     # Everything that can be checked is checked before any work: the search's folder (nothing is
     # created yet), the tracking store, whether a trial fits, the base checkpoint; then Ray starts.
-    search_dir = (storage_folder(storage) / spec.name).resolve()
-    check_search_dir(search_dir, resume, study_in_folder=study_storage is None)
+    search_dir = storage_location(storage) / spec.name
+    if search_dir.is_local:
+        check_search_dir(search_dir.local, resume, study_in_folder=study_storage is None)
+    else:
+        check_bucket_search(search_dir, resume, study_storage)
     if study_storage is not None:
         check_study_storage(spec.name, study_storage, resume)
     if tracking_uri is not None:
@@ -145,13 +154,15 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
             started_ray = True
             plan = plan_resources(spec, ray.cluster_resources())  # what Ray found
         log.info("resources: %s", plan.describe())
-        search_dir.mkdir(parents=True, exist_ok=True)
+        search_dir.mkdir()
+        if study_storage is not None:  # for `surrogate-search sync`, which reads the trials' states
+            (search_dir / STUDY_STORAGE_FILE).write_text(shown_url(study_storage) + "\n")
 
         tracking = None
         if tracking_uri is not None:
             from surrogate_search.search.tracking import SearchTracking
 
-            tracking = SearchTracking.start(spec, task, search_dir, tracking_uri, experiment)
+            tracking = SearchTracking.start(spec, task, search_dir, tracking_uri, experiment, study_storage)
             log.info("MLflow: experiment %r, search run %s in %s", tracking.experiment, tracking.parent_run_id,
                      tracking_uri)
 
@@ -173,7 +184,7 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
         outcome = summarize(spec, study, search_dir)
         outcome.requeued = requeued
         if tracking is not None:
-            tracking.finish(study, outcome)
+            tracking.finish(study, outcome, study_storage)
             outcome.mlflow = {"experiment": tracking.experiment, "run_id": tracking.parent_run_id,
                               "tracking_uri": tracking.tracking_uri}
     finally:
@@ -182,7 +193,7 @@ def run_search(spec: SearchSpec, *, storage: str | Path = "runs/search", resume:
     return outcome
 
 
-def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, checkpoint: Any, samples: int, *,
+def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Location, checkpoint: Any, samples: int, *,
           cache_dir: str | None, seed: int, points: list[dict[str, Any]] | None,
           verbose: int, tune: Any, schedulers: tuple, limiter: Any,
           tracking: SearchTracking | None = None) -> None:
@@ -200,12 +211,12 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
     reports = math.ceil(defaults.steps / defaults.eval_every) + 1
     scheduler = (asha(time_attr="training_iteration", max_t=reports + 1, grace_period=min(s.grace_period, reports),
                       reduction_factor=s.reduction_factor) if s.type == "asha" else fifo())
-    restarts = sum(1 for p in search_dir.glob("tune_*") if p.is_dir())
+    restarts = len(search_dir.glob("tune_*"))
     # Inline trials report a Tune checkpoint per evaluation and only the last two are kept, so
     # Tune snapshots its experiment state often (a few ms here) and warns about it at every one.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     trainable = tune.with_parameters(trial_trainable, spec=spec, checkpoint=checkpoint,
-                                     train_dir=str(search_dir / TRAIN_DIR), cache_dir=cache_dir,
+                                     train_dir=search_dir / TRAIN_DIR, cache_dir=cache_dir,
                                      tracking=tracking)
     # With tracking, the search's plots on its MLflow parent run are redrawn as trials end.
     callbacks = [tracking.plot_refresher(spec.name, rdb.url)] if tracking is not None else []
@@ -218,7 +229,7 @@ def _tune(spec: SearchSpec, plan: ResourcePlan, rdb: Any, search_dir: Path, chec
                                     # trials: a pruned one is still tearing its run down when Tune
                                     # tries to reuse its process (2 s), and Tune then fails the next trial.
                                     reuse_actors=spec.budget.trial_runner == "inline"),
-        run_config=tune.RunConfig(name=f"tune_{restarts}", storage_path=str(search_dir), verbose=verbose,
+        run_config=tune.RunConfig(name=f"tune_{restarts}", storage_path=search_dir.uri, verbose=verbose,
                                   callbacks=callbacks,
                                   # a trial whose Train run fails for good is retried once; its Train
                                   # run (same name) resumes from its last checkpoint; an inline
