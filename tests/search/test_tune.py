@@ -28,13 +28,8 @@ BAD = {**GOOD, "surrogate.proxy_weight": 0.0, "lr": 0.2}
 
 
 @pytest.fixture(scope="module")
-def base_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    from surrogate_search.pretrain import pretrain
-    from surrogate_search.tasks import get_task
-
-    out = tmp_path_factory.mktemp("base_breast_cancer")
-    pretrain(get_task("imbalanced_tabular", dataset="breast_cancer"), out, max_epochs=30, patience=5)
-    return str(out)
+def base_checkpoint_dir(tabular_checkpoint) -> str:
+    return str(tabular_checkpoint.path.parent)
 
 
 def smoke_spec(checkpoint: str, **overrides):
