@@ -6,7 +6,7 @@ import torch
 from surrogate_search.sampling import SamplingConfig
 from surrogate_search.metrics import get_metric
 from surrogate_search.registry import UnknownNameError
-from surrogate_search.sampling import create_sampler, list_strategies
+from surrogate_search.sampling import best_threshold_errors, create_sampler, list_strategies
 
 
 def test_strategies() -> None:
@@ -86,3 +86,43 @@ def test_unknown_strategy(tabular_checkpoint) -> None:
     task = tabular_checkpoint.build_task()
     with pytest.raises(UnknownNameError, match="unknown sampling strategy 'locall'"):
         create_sampler(task, task.load_splits().train, SamplingConfig(strategy="locall"), 8, torch.Generator())
+
+
+def test_best_threshold_target_is_each_sets_f1_at_its_own_best_threshold(tabular_checkpoint) -> None:
+    task = tabular_checkpoint.build_task()
+    predictions, _, labels = task.random_pairs(60, 40, torch.Generator().manual_seed(0))
+    predictions[:4] = (predictions[:4] * 4).round() / 4  # ties: only cuts between distinct probabilities count
+    labels[5] = [0] * 40  # nothing to find: F1 is 1 when nothing is predicted positive
+    errors = best_threshold_errors(task, predictions, labels)
+    f1 = get_metric("f1")
+    expected = [1.0 - f1.best_threshold(p.numpy(), l)[1] for p, l in zip(predictions, labels)]
+    assert errors.tolist() == pytest.approx(expected, abs=1e-6)
+    assert errors[5] == 0.0
+    # at 0.5 the same sets score worse or equal: the best threshold is one of the candidates
+    assert (errors <= task.item_errors(predictions, labels) + 1e-6).all()
+    assert (errors < task.item_errors(predictions, labels) - 1e-6).any()
+
+
+def test_sampler_labels_pairs_with_the_configured_target(tabular_checkpoint) -> None:
+    task = tabular_checkpoint.build_task()
+    model = tabular_checkpoint.build_model(task)
+    split = task.load_splits().train
+    pairs = {target: create_sampler(task, split, SamplingConfig(strategy="local", target=target), 32,
+                                     torch.Generator().manual_seed(0)).sample(50, model)
+             for target in ("decision", "best_threshold")}
+    same = pairs["decision"].predictions
+    assert torch.equal(same, pairs["best_threshold"].predictions)  # same draw, different labelling
+    labels = [[int(v) for v in row] for row in pairs["decision"].targets.long().tolist()]
+    assert pairs["decision"].errors.tolist() == pytest.approx(task.item_errors(same, labels).tolist())
+    assert pairs["best_threshold"].errors.tolist() == pytest.approx(best_threshold_errors(task, same, labels).tolist())
+
+
+def test_best_threshold_target_needs_a_confusion_matrix_metric(text_checkpoint) -> None:
+    task = text_checkpoint.build_task()
+    with pytest.raises(ValueError, match="needs a set-level confusion-matrix metric.*edit_distance: use 'decision'"):
+        create_sampler(task, task.load_splits().train, SamplingConfig(target="best_threshold"), 8, torch.Generator())
+
+
+def test_unknown_target() -> None:
+    with pytest.raises(UnknownNameError, match="unknown sampling target 'best'"):
+        SamplingConfig(target="best").validate()

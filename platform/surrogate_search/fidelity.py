@@ -39,7 +39,7 @@ class FidelityProbe:
     def __call__(self, loss: PostTuneLoss, model: nn.Module) -> dict[str, float]:
         results = pair_fidelity(loss, self.global_pairs, "fidelity/global")
         for name, noise in (("local", 0.0), ("local_noisy", self.config.noise)):
-            cfg = SamplingConfig(strategy="local", noise=noise)
+            cfg = SamplingConfig(strategy="local", noise=noise, target=self.config.target)
             sampler = LocalSampler(self.task, self.val, cfg, self.set_size, torch.Generator().manual_seed(self.seed + 1), self.device)
             results.update(pair_fidelity(loss, sampler.sample(self.n_items, model), f"fidelity/{name}"))
         return results

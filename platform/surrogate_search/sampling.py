@@ -7,12 +7,14 @@ metric of each item as an error (lower is better), computed exactly from the pre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.registry import Registry
 from surrogate_search.tasks import Split, Task
 from surrogate_search.utils import check_range
@@ -31,9 +33,15 @@ class SamplingConfig:
     noise: float = 1.0
     """Largest perturbation of local predictions (each pair draws a scale in [0, noise]): error-rich
     pairs near the model, even when its own predictions are nearly all right."""
+    target: str = "decision"
+    """What each pair's error is, i.e. what the surrogate learns: ``decision``, the metric of the
+    task's own decisions (F1 at the 0.5 threshold); ``best_threshold`` (set-level confusion-matrix
+    metrics such as F1), the metric at each set's best decision threshold, a measure of how well the
+    set is ranked, since the figure reported is the metric at a threshold tuned on val."""
 
     def validate(self) -> None:
         SAMPLERS.get(self.strategy)
+        TARGETS.get(self.target)
         check_range("sampling", self, non_negative=("noise",), unit=("local_ratio",))
 
 
@@ -71,6 +79,58 @@ class PairSampler:
 
 SAMPLERS: Registry[PairSampler] = Registry("sampling strategy")
 
+TARGETS: Registry[torch.Tensor] = Registry("sampling target")
+"""``sampling.target``: (task, predictions, labels) -> the error of each item."""
+
+
+@TARGETS.register("decision")
+def decision_errors(task: Task, predictions: torch.Tensor, labels: Sequence[Any]) -> torch.Tensor:
+    """The task's metric of its own decisions (``task.decode``), as an error."""
+    return task.item_errors(predictions, labels)
+
+
+@TARGETS.register("best_threshold")
+def best_threshold_errors(task: Task, predictions: torch.Tensor, labels: Sequence[Any]) -> torch.Tensor:
+    """The metric of each set at the decision threshold that is best for that set, as an error:
+    :meth:`ConfusionMatrixMetric.best_threshold`'s value, for all sets at once."""
+    check_best_threshold_target(task)
+    metric = task.metric
+    assert isinstance(metric, ConfusionMatrixMetric)
+    p = predictions.detach().cpu().double()
+    p, order = p.sort(dim=1, descending=True)
+    y = torch.tensor([list(l) for l in labels], dtype=torch.float64).gather(1, order)
+    n = p.shape[1]
+    # Cut after the k highest probabilities, k = 0..n, only where the probability changes.
+    tp = torch.cat([torch.zeros(len(p), 1, dtype=p.dtype), y.cumsum(1)], dim=1)
+    k = torch.arange(n + 1, dtype=p.dtype)
+    positives = y.sum(1, keepdim=True)
+    fp, fn = k - tp, positives - tp
+    tn = n - positives - fp
+    with torch.no_grad():
+        values = metric.formula(tp, fp, fn, tn)
+    undefined = values.isnan()  # 0/0: the metric's own rule for an empty class (F1: 1 with nothing to find)
+    for i, j in undefined.nonzero().tolist():
+        values[i, j] = metric.from_counts(*(int(c[i, j]) for c in (tp, fp, fn, tn)))
+    cut = torch.ones_like(values, dtype=torch.bool)
+    cut[:, 1:n] = p[:, :-1] > p[:, 1:]
+    best = values.masked_fill(~cut, -torch.inf).amax(1)
+    return torch.tensor([task.error(float(v)) for v in best], dtype=torch.float32)
+
+
+def check_best_threshold_target(task: Task) -> None:
+    """Fail, naming the task's metric, where a set's best threshold does not exist."""
+    if not (task.set_level and isinstance(task.metric, ConfusionMatrixMetric)):
+        raise ValueError(f"sampling.target 'best_threshold' needs a set-level confusion-matrix metric (such as f1); "
+                         f"task {task.name!r} is judged by {task.metric_name}: use 'decision'")
+
+
+best_threshold_errors.check = check_best_threshold_target  # type: ignore[attr-defined]
+
+
+def item_errors(task: Task, config: SamplingConfig, predictions: torch.Tensor, labels: Sequence[Any]) -> torch.Tensor:
+    """The error of each item as ``config.target`` defines it."""
+    return TARGETS.get(config.target)(task, predictions, labels)
+
 
 @SAMPLERS.register("global")
 class GlobalSampler(PairSampler):
@@ -79,7 +139,7 @@ class GlobalSampler(PairSampler):
 
     def sample(self, n_items: int, model: nn.Module) -> Pairs:
         predictions, targets, labels = self.task.random_pairs(n_items, self.set_size, self.generator)
-        errors = self.task.item_errors(predictions, labels)
+        errors = item_errors(self.task, self.config, predictions, labels)
         return Pairs(predictions, targets, errors).to(self.device)
 
 
@@ -104,7 +164,7 @@ class LocalSampler(PairSampler):
             predictions = predictions.view(n_items, per_item, *predictions.shape[1:])  # (items, N, ...) sets
             targets = targets.view(n_items, per_item, *targets.shape[1:])
             labels = [labels[i * per_item:(i + 1) * per_item] for i in range(n_items)]
-        errors = self.task.item_errors(predictions.cpu(), labels).to(self.device)
+        errors = item_errors(self.task, self.config, predictions.cpu(), labels).to(self.device)
         return Pairs(predictions, targets, errors)
 
     def predictions(self, outputs: torch.Tensor, n_items: int, per_item: int) -> torch.Tensor:
@@ -157,6 +217,9 @@ class RerandomisedSampler(LocalSampler):
 
 def create_sampler(task: Task, split: Split, config: SamplingConfig, set_size: int,
                    generator: torch.Generator, device: torch.device | str = "cpu") -> PairSampler:
+    check_target = getattr(TARGETS.get(config.target), "check", None)
+    if check_target is not None:  # fails before any pair is drawn
+        check_target(task)
     return SAMPLERS.get(config.strategy)(task, split, config, set_size, generator, device)  # type: ignore[return-value]
 
 
