@@ -71,6 +71,22 @@ def test_bad_task_options_name_the_value() -> None:
         get_task("synthetic_text", train_size=-5)
 
 
+def test_the_synthetic_tabular_set_takes_a_size_and_its_base_folder_names_it() -> None:
+    from surrogate_search.pretrain import default_checkpoint_dir
+
+    default, large = get_task("imbalanced_tabular"), get_task("imbalanced_tabular", samples=8000)
+    rows = {name: sum(len(split.labels) for split in (s.train, s.tune, s.val, s.test)) for name, s in
+            (("default", default.splits()), ("large", large.splits()))}
+    assert rows == {"default": 4000, "large": 8000}
+    assert 0.04 < sum(large.splits().test.labels) / len(large.splits().test.labels) < 0.07  # still 5% positives
+    assert default.options == {"dataset": "synthetic"}  # checkpoints made before the option still match
+    assert default_checkpoint_dir(large).name == "base_imbalanced_tabular_synthetic_8000"
+    with pytest.raises(ValueError, match="'samples' sizes the synthetic dataset only; dataset 'digits' has a fixed size"):
+        get_task("imbalanced_tabular", dataset="digits", samples=8000)
+    with pytest.raises(ValueError, match="samples must be an integer >= 1000 \\(50 positives\\), got 10"):
+        get_task("imbalanced_tabular", samples=10)
+
+
 def test_shards_partition_a_split() -> None:
     split = get_task("imbalanced_tabular", dataset="breast_cancer").load_splits().train
     shards = [split.shard(rank, 3) for rank in range(3)]
