@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import left_running
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOKE = REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"
@@ -26,17 +27,6 @@ def rows_of(run_dir: Path) -> list[dict]:
     if not file.exists():
         return []
     return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 @pytest.mark.slow
@@ -64,11 +54,7 @@ def test_a_search_killed_with_sigkill_resumes_without_rerunning_or_duplicating(r
         driver.wait(timeout=30)
     finally:
         log.close()
-        for pid in processes_with(marker):  # Ray's own processes that left the killed driver's group
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        left_running(marker, grace_s=0)  # Ray's own processes, which left the killed driver's group
     finished_before = rows_of(search_dir / "train" / "trial_0000")
     assert [r for r in finished_before if r["final"]], "trial 0 had not finished when the driver was killed"
 
@@ -81,11 +67,7 @@ def test_a_search_killed_with_sigkill_resumes_without_rerunning_or_duplicating(r
         out = resumed.communicate()[0]
         pytest.fail(f"--resume did not finish within {RESUME_S} s:\n{out[-6000:]}")
     finally:
-        for pid in processes_with(marker):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        left_running(marker, grace_s=0)
     assert resumed.returncode == 0, out[-4000:]
     assert "3 complete" in out and "1 fail" in out  # trial 1 re-queued, its stuck copy FAILED
 

@@ -3,7 +3,6 @@ before Ray is even imported; each smoke file runs as the command in its header s
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shlex
@@ -17,35 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from processes import left_running
 from surrogate_search.search import SpaceError, load_space
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPACES = sorted((REPO_ROOT / "search_spaces").glob("*.yaml"))
 SMOKES = [path for path in SPACES if path.stem.endswith("_smoke")]
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Processes with ``marker`` in their environment: what a command started (Ray's included)."""
-    found = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            if marker.encode() in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:  # gone meanwhile
-            continue
-    return found
-
-
-def _left_running(marker: str, grace_s: float = 10.0) -> list[int]:
-    """What a finished command left running, given ``grace_s`` to wind down; killed, and returned."""
-    deadline = time.monotonic() + grace_s
-    while _processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    left = _processes_with(marker)
-    for pid in left:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    return left
 
 
 def run_locally(path: Path) -> list[str]:
@@ -188,7 +164,7 @@ def test_each_smoke_space_runs_as_its_header_says(path: Path, tmp_path: Path, ra
         os.killpg(process.pid, signal.SIGKILL)
         out, err = process.communicate()
     finally:
-        left = _left_running(marker)  # Ray's agents outlive a killed driver
+        left = left_running(marker)  # Ray's agents outlive a killed driver
     print(f"{' '.join(words)}: {time.perf_counter() - started:.0f} s")
     assert process.returncode == 0, (out + err)[-4000:]
     assert left == [], "the search left processes running"
