@@ -11,6 +11,7 @@
 
     python jobs/main.py                                   # the laptop budget (what `make run` runs)
     python jobs/main.py --trials 16 --search-steps 300 --text-steps 600 --seeds 5
+    python jobs/main.py --smoke-test --runs /tmp/smoke    # every step on tiny sizes, about a minute
     ray job submit --address http://HEAD:8265 --working-dir . -- python jobs/main.py --address auto
 
 Bigger budgets are flags; `--help` lists them.
@@ -41,6 +42,13 @@ surrogate (each trial's surrogate settings differ, so a pretrained one would be 
 trials run at once on two cores."""
 
 
+SMOKE_TEST = {"space": str(REPO_ROOT / "search_spaces" / "text_edit_distance_smoke.yaml"), "full_space": True,
+              "trials": 2, "search_steps": 4, "text_steps": 4, "tabular_steps": 4, "tabular_warmup": 4, "seeds": 2,
+              "text_base_epochs": 1, "datasets": "breast_cancer"}
+"""``--smoke-test``: every step of the job, as tiny as it goes: the smoke space's 96-image text split,
+its trials inline, one tabular dataset, two seeds of four updates."""
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", default=str(REPO_ROOT / "runs"), help="where base checkpoints and searches live")
@@ -62,7 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "encoder, k <= 2 and a 50-update surrogate warm-up, and runs two trials at once")
     p.add_argument("--address", default=None, help="a running Ray cluster (default: Ray in this process)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
-    return p.parse_args(argv)
+    p.add_argument("--smoke-test", action="store_true", help="every step on tiny sizes, in about a minute (for tests)")
+    args = p.parse_args(argv)
+    if args.smoke_test:
+        vars(args).update(SMOKE_TEST)
+    return args
 
 
 STARTED = time.perf_counter()
@@ -74,8 +86,11 @@ def banner(text: str) -> None:
 
 def base_models(args: argparse.Namespace) -> dict[str, object]:
     banner("1. base models (pretrained once, then reused)")
+    from surrogate_search import load_space
+
     runs = Path(args.runs)
-    tasks = {"synthetic_text": (get_task("synthetic_text"), runs / "base_text")}
+    space = load_space(args.space)  # the text base is the one its search starts from: the space's task
+    tasks = {"synthetic_text": (get_task(space.task, seed=space.task_seed, **space.task_options), runs / "base_text")}
     for dataset in filter(None, args.datasets.split(",")):
         tasks[dataset] = (get_task("imbalanced_tabular", dataset=dataset), runs / f"base_tab_{dataset}")
     budgets = {"synthetic_text": {"max_epochs": args.text_base_epochs}}
@@ -98,6 +113,8 @@ def search(args: argparse.Namespace, text_checkpoint: object) -> dict[str, objec
     overrides = {"budget.trials": args.trials, "posttune.steps": args.search_steps,
                  "posttune.eval_every": max(1, args.search_steps // 2),
                  "checkpoint": str(Path(text_checkpoint.path))}
+    if args.smoke_test:
+        overrides["budget.workers_per_trial"] = 1  # inline trials: no Ray Train start-up per trial
     if not args.full_space:
         # One deep_embedding step on one core (bench/posttune_step.py, text, k=1): 216 ms with the
         # conv encoder, 389 ms with conv_lstm, 463 ms with lstm; a CTC step is ~115 ms.
