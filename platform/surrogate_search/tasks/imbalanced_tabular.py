@@ -98,9 +98,8 @@ class ImbalancedTabular(Task):
 
     def raw_data(self) -> tuple[np.ndarray, np.ndarray]:
         """Features and 0/1 labels before splitting; a subclass overrides this to bring its own data."""
-        if "samples" in self.options:
-            return _synthetic(self.seed, self.options["samples"])
-        return DATASETS[self.options["dataset"]](self.seed)
+        sizes = {k: v for k, v in self.options.items() if k != "dataset"}  # ``samples``: synthetic only
+        return DATASETS[self.options["dataset"]](self.seed, **sizes)
 
     def load_splits(self, cache_dir: Any = None) -> Splits:
         from sklearn.model_selection import train_test_split
