@@ -5,7 +5,7 @@ tracking, interleaved ``--repeats`` times (default 1); prints wall times and the
     python bench/logging_overhead.py --method relational --steps 400 --eval-every 20 --repeats 3
 
 "tracked" is everything a recorded run does: parameters, metrics at every evaluation, the config,
-the curve, the fidelity scatter and the surrogate as an MLflow PyTorch model (a local SQLite store
+the fidelity scatter and the surrogate's weights and ``surrogate.json`` (a local SQLite store
 in a temporary folder unless ``--tracking-uri`` is given). "loop" is the post-tuning loop alone,
 so the per-evaluation logging and the one-off artifacts at the end can be told apart. "cpu" is the
 CPU time of this process (all its threads, MLflow's sending included): on a machine shared with
@@ -77,7 +77,7 @@ def main() -> None:
           f"{evaluations} evaluations logged; {args.repeats} interleaved repeat(s), median shown; store {uri}")
     print(f"without MLflow : {statistics.median(plain):7.2f} s   (loop {statistics.median(plain_loop):7.2f} s)")
     print(f"with MLflow    : {statistics.median(tracked):7.2f} s   (loop {statistics.median(tracked_loop):7.2f} s, "
-          f"artifacts + model at the end {statistics.median(tracked) - statistics.median(tracked_loop):5.2f} s)")
+          f"artifacts at the end {statistics.median(tracked) - statistics.median(tracked_loop):5.2f} s)")
     print(f"ratio, whole run : {statistics.median(tracked) / statistics.median(plain):.3f}   (goal <= 1.02)")
     print(f"ratio, loop only : {statistics.median(tracked_loop) / statistics.median(plain_loop):.3f}")
     print(f"ratio, cpu time  : {statistics.median(tracked_cpu) / statistics.median(plain_cpu):.3f}   "

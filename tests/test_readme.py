@@ -77,7 +77,7 @@ def test_loss_example_works_in_posttune_compare_search_and_mlflow(tmp_path: Path
     assert run.data.tags["method"] == "huber_embedding" and run.data.tags["learned"] == "true"
     assert run.data.params["huber_embedding.delta"] == "0.05"
     assert "anyloss.amplification" not in run.data.params  # only the sections the method reads
-    assert run.data.tags["surrogate_model_uri"].startswith("models:/")
+    assert run.data.tags["surrogate_uri"] == f"runs:/{run.info.run_id}/surrogate"
 
     # A typo in its section names the known keys.
     typo = cli(*plugin, "posttune", "--task", "imbalanced_tabular", "--checkpoint", "base", "--method",

@@ -91,12 +91,13 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
 
 def fetch_surrogate(source: str, *, tracking_uri: str | None = None) -> SavedSurrogate:
     """A learned surrogate to start a post-tuning from: ``models:/<name>@champion`` (or another
-    alias), ``models:/<name>/<version>`` from the MLflow model registry at ``tracking_uri``, or a
-    folder (``surrogate.pt`` + ``surrogate.json``, or a downloaded MLflow model). Weights only:
-    nothing in it is run."""
+    alias), ``models:/<name>/<version>`` from the MLflow model registry at ``tracking_uri``, a
+    learned run's ``runs:/<run id>/surrogate`` (its ``surrogate_uri`` tag), or a folder
+    (``surrogate.pt`` + ``surrogate.json``, or a downloaded MLflow model). Weights only: nothing in
+    it is run."""
     from surrogate_search.tracking.model_registry import fetch_surrogate as fetch
 
-    return fetch(source, tracking_uri=_checked_uri(tracking_uri) if source.startswith("models:/") else None)
+    return fetch(source, tracking_uri=_checked_uri(tracking_uri) if source.startswith(("models:/", "runs:/")) else None)
 
 
 def run_search(spec: SearchSpec, *, track: bool = True, tracking_uri: str | None = None,

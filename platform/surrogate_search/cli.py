@@ -406,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate", default=None, metavar="URI_OR_DIR",
                    help="start from this learned surrogate instead of learning one (no pretraining): "
                         "models:/NAME@champion or models:/NAME/VERSION in MLflow's model registry (at --tracking-uri; "
-                        "`compare` registers them), or a folder with surrogate.pt and surrogate.json; its method and "
+                        "`compare` registers them), runs:/RUN_ID/surrogate (a learned run's own, its surrogate_uri tag), "
+                        "or a folder with surrogate.pt and surrogate.json; its method and "
                         "network settings (surrogate.encoder, width, depth, embedding, align_targets) are the "
                         "defaults, and a task, method or setting that differs is refused")
     _add_tracking_arguments(p)

@@ -92,19 +92,25 @@ def test_posttune_starts_from_the_champion_without_learning_a_surrogate(register
     assert (set(surrogates.glob("*.pt")) if surrogates.exists() else set()) == cached_before
     assert math.isfinite(run.data.metrics["test/f1"])
 
+    # The run logged the surrogate it selected (weights and surrogate.json, no MLflow model of its own),
+    # by run URI as its tag names it, and as a downloaded folder.
     champion = fetch_surrogate(f"models:/{NAME}@{CHAMPION}", tracking_uri=registered.uri)
+    assert tags["surrogate_uri"] == f"runs:/{run.info.run_id}/surrogate" and "surrogate_model_uri" not in tags
+    by_run = fetch_surrogate(tags["surrogate_uri"], tracking_uri=registered.uri)
     with use_tracking_uri(registered.uri):
-        folder = mlflow.artifacts.download_artifacts(artifact_uri=tags["surrogate_model_uri"])
-    used = fetch_surrogate(folder)  # a folder works too: the run's own logged model
-    assert used.about == champion.about
-    assert champion.state.keys() == used.state.keys()
-    assert all(torch.equal(champion.state[k], used.state[k]) for k in champion.state)
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=tags["surrogate_uri"])
+    for used in (by_run, fetch_surrogate(folder)):
+        assert used.about == champion.about
+        assert champion.state.keys() == used.state.keys()
+        assert all(torch.equal(champion.state[k], used.state[k]) for k in champion.state)
 
 
 @pytest.mark.parametrize("surrogate, extra, message", [
     ("models:/no-such-surrogate@champion", [], f"no registered model 'no-such-surrogate' in sqlite:///.* "
                                                f"\\(registered there: {NAME}\\)"),
     (f"models:/{NAME}/7", [], f"registered model '{NAME}' has no version 7 \\(versions: 1"),
+    ("runs:/0123456789abcdef0123456789abcdef/surrogate", [], "no surrogate at runs:/0123456789abcdef0123456789abcdef/"
+                                                           "surrogate in sqlite:///.*surrogate_uri"),
     (f"models:/{NAME}@champion", ["--method", "relational"],
      "was learned by method 'deep_embedding'; the post-tuning asks for method 'relational'"),
     (f"models:/{NAME}@champion", ["--set", "surrogate.width=32"],

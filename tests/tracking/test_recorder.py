@@ -68,9 +68,8 @@ def test_comparison_artifacts_config_plots_and_table(smoke_comparison, tracking_
     assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     config = open(tracking_client.download_artifacts(parent_id, "config.yaml", str(tmp_path))).read()
     assert "steps: 4" in config and "encoder: deepsets" in config
-    for child in smoke_comparison.children:
-        child_files = {a.path for a in tracking_client.list_artifacts(child.info.run_id, "plots")}
-        assert "plots/posttune_curve.png" in child_files
+    for child in smoke_comparison.children:  # each run's curve is its val history, which MLflow charts
+        assert [m.step for m in tracking_client.get_metric_history(child.info.run_id, "val/f1")] == [2, 4]
     # the best learned surrogate carries its fidelity scatter
     best = smoke_comparison.parent.data.tags["best_surrogate_run_id"]
     assert best in {c.info.run_id for c in smoke_comparison.children}

@@ -106,14 +106,17 @@ def _value(mlflow_client: MlflowClient, name: str, version: str, metric: str) ->
 
 
 def fetch_surrogate(uri: str, *, tracking_uri: str | None = None) -> SavedSurrogate:
-    """A saved surrogate by ``models:/<name>@<alias>``, ``models:/<name>/<version>`` or a folder
-    (see :func:`surrogate_search.surrogates.load_surrogate`); only its weights and ``surrogate.json``
-    are read. A name, alias or version that does not exist is a ``FileNotFoundError`` that lists
-    what does."""
+    """A saved surrogate by ``models:/<name>@<alias>``, ``models:/<name>/<version>``, a run's
+    ``runs:/<run id>/surrogate`` (what every learned post-tuning run logs, its ``surrogate_uri`` tag)
+    or a folder (see :func:`surrogate_search.surrogates.load_surrogate`); only its weights and
+    ``surrogate.json`` are read. A name, alias, version or run that does not exist is a
+    ``FileNotFoundError`` that lists what does."""
+    if uri.startswith("runs:/"):
+        return _fetch_run_surrogate(uri, resolve_tracking_uri(tracking_uri))
     if not uri.startswith("models:/"):
         if not Path(uri).exists():
-            raise FileNotFoundError(f"no surrogate at {uri}: give a folder, models:/<name>@<alias> or "
-                                    f"models:/<name>/<version>")
+            raise FileNotFoundError(f"no surrogate at {uri}: give a folder, models:/<name>@<alias>, "
+                                    f"models:/<name>/<version> or runs:/<run id>/surrogate")
         return load_surrogate(uri)
     store = resolve_tracking_uri(tracking_uri)
     name, version = _resolve(client(store), uri, store)
@@ -124,6 +127,16 @@ def fetch_surrogate(uri: str, *, tracking_uri: str | None = None) -> SavedSurrog
         saved = load_surrogate(folder, source=uri)
     saved.resolved = f"models:/{name}/{version}"
     return saved
+
+
+def _fetch_run_surrogate(uri: str, store: str) -> SavedSurrogate:
+    with (tempfile.TemporaryDirectory() as tmp, environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")):
+        try:
+            folder = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=store)
+        except MlflowException as exc:
+            raise FileNotFoundError(f"no surrogate at {uri} in {store} ({exc.message.splitlines()[0]}); a learned "
+                                    f"post-tuning run names its own in the tag surrogate_uri") from None
+        return load_surrogate(folder, source=uri)
 
 
 def _resolve(mlflow_client: MlflowClient, uri: str, store: str) -> tuple[str, str]:

@@ -1,11 +1,12 @@
 """Post-tuning runs and comparisons, recorded in MLflow.
 
 :func:`tracked_posttune` runs one post-tuning into a :class:`TrialLogger`'s run: the flattened
-config as parameters, every evaluation as metrics, test metrics, the resolved config, the curve,
-and for a learned surrogate its fidelity scatter and the surrogate itself as an MLflow PyTorch
-model (with its weights and ``surrogate.json`` beside it, to start another post-tuning from).
+config as parameters, every evaluation as metrics, test metrics, the resolved config, and for a
+learned surrogate its fidelity scatter, its weights and ``surrogate.json`` (to start another
+post-tuning from).
 :func:`tracked_compare` makes a comparison a parent run with one such child per method and seed,
-plus the table, the curves and the bar chart on the parent, and registers its best learned surrogate.
+plus the table, the curves and the bar chart on the parent, and registers its best learned surrogate
+(logged as an MLflow PyTorch model in its run).
 """
 
 from __future__ import annotations
@@ -109,15 +110,12 @@ def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger:
                          "surrogate_pretraining_reused": str(pretraining["reused"]).lower()})
     final.update(threshold_metrics(result, metric))
     logger.log(final, step=result.steps)
+    # No curve figure per run: MLflow charts the run's val/<metric> history itself (a comparison's
+    # parent run holds every method's curves in one figure).
     logger.set_tags({"test_metric": f"test/{metric}", "higher_is_better": str(higher)})
-    steps, values = _curve(result, metric)
-    fig = plots.posttune_curves({config.method: [(steps, values)]}, metric=metric, higher_is_better=higher,
-                                title=f"{task.name}: {config.method}, seed {config.seed}")
-    logger.log_figure(fig, "plots/posttune_curve.png")
-    plots.close(fig)
     recorded = Recorded(result, logger.run_id, best["state"])
     if log_model and best["state"] is not None:
-        log_surrogate(logger, task, config, best["state"], splits=splits, checkpoint=checkpoint, cache_dir=cache_dir)
+        log_surrogate_files(logger, task, config, best["state"], splits=splits, checkpoint=checkpoint, cache_dir=cache_dir)
     return recorded
 
 
@@ -153,6 +151,21 @@ def fidelity_pairs(task: Task, splits: Splits, config: PostTuneConfig, model: nn
     return Pairs.cat([global_pairs, local_pairs])
 
 
+def log_surrogate_files(logger: TrialLogger, task: Task, config: PostTuneConfig, state: Mapping[str, torch.Tensor], *,
+                        checkpoint: BaseCheckpoint, splits: Splits | None = None, cache_dir: str | None = None) -> str:
+    """Log the surrogate's fidelity scatter and, under ``surrogate/``, its weights (a state dict) and
+    ``surrogate.json``: what another post-tuning starts from (``posttune --surrogate runs:/<run id>/surrogate``).
+    Returns that URI, also the run's ``surrogate_uri`` tag. Every learned run logs this much; the
+    MLflow model (:func:`log_surrogate`) is made only for the surrogate a comparison registers."""
+    loss = build_surrogate(task, config, state)
+    _, rho = _log_fidelity(logger, task, config, loss, checkpoint, splits or task.splits(cache_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        logger.log_artifacts(str(save_surrogate(loss, tmp)), MODEL_NAME)
+    uri = f"runs:/{logger.run_id}/{MODEL_NAME}"
+    logger.set_tags({"surrogate_uri": uri, "fidelity_spearman": f"{rho:.4f}"})
+    return uri
+
+
 def log_surrogate(logger: TrialLogger, task: Task, config: PostTuneConfig, state: Mapping[str, torch.Tensor], *,
                   checkpoint: BaseCheckpoint, splits: Splits | None = None, cache_dir: str | None = None) -> str:
     """Log the surrogate as an MLflow PyTorch model and its fidelity scatter; returns the model URI.
@@ -164,22 +177,15 @@ def log_surrogate(logger: TrialLogger, task: Task, config: PostTuneConfig, state
         estimates = surrogate(predictions, targets)   # the estimated metric, one value per item
 
     Its ``extra_files/`` hold the weights as a state dict and ``surrogate.json`` (what it was learned
-    for), which a post-tuning starts from (:func:`surrogate_search.tracking.model_registry.fetch_surrogate`)."""
+    for), which a post-tuning starts from (:func:`surrogate_search.tracking.model_registry.fetch_surrogate`).
+    The export costs about 0.25 s (1 s in a process's first, which imports ``torch.export``), so
+    only the surrogate a comparison registers is logged this way."""
     import mlflow.pytorch
     from mlflow.models import infer_signature
 
     loss = build_surrogate(task, config, state)
     splits = splits or task.splits(cache_dir)
-    with torch.no_grad():
-        pairs = fidelity_pairs(task, splits, config, checkpoint.build_model(task).eval())
-        estimates = loss.score(pairs.predictions, pairs.targets).float()
-    errors = pairs.errors.float()
-    rho = spearman(estimates, errors)
-    fig = plots.fidelity_scatter(errors.tolist(), estimates.tolist(), metric=task.metric_name, spearman=rho,
-                                 title=f"{config.method}, seed {config.seed}",
-                                 higher_is_better=task.metric.higher_is_better)
-    logger.log_figure(fig, "plots/fidelity_scatter.png")
-    plots.close(fig)
+    pairs, rho = _log_fidelity(logger, task, config, loss, checkpoint, splits)
     # Batch > 1 in the example, so that torch.export keeps the batch dimension dynamic.
     example = (pairs.predictions[:4].float().cpu(), pairs.targets[:4].float().cpu())
     signature = infer_signature({"predictions": example[0].numpy(), "targets": example[1].numpy()})
@@ -196,6 +202,23 @@ def log_surrogate(logger: TrialLogger, task: Task, config: PostTuneConfig, state
                                                   "inputs": "surrogate(predictions, targets) -> estimated metric per item"})
     logger.set_tags({"surrogate_model_uri": info.model_uri, "fidelity_spearman": f"{rho:.4f}"})
     return info.model_uri
+
+
+def _log_fidelity(logger: TrialLogger, task: Task, config: PostTuneConfig, loss: LearnedSurrogateLoss,
+                  checkpoint: BaseCheckpoint, splits: Splits) -> tuple[Pairs, float]:
+    """Plot the surrogate's estimates against the true metric on held-out pairs; returns the pairs
+    and the estimates' Spearman with the metric."""
+    with torch.no_grad():
+        pairs = fidelity_pairs(task, splits, config, checkpoint.build_model(task).eval())
+        estimates = loss.score(pairs.predictions, pairs.targets).float()
+    errors = pairs.errors.float()
+    rho = spearman(estimates, errors)
+    fig = plots.fidelity_scatter(errors.tolist(), estimates.tolist(), metric=task.metric_name, spearman=rho,
+                                 title=f"{config.method}, seed {config.seed}",
+                                 higher_is_better=task.metric.higher_is_better)
+    logger.log_figure(fig, "plots/fidelity_scatter.png")
+    plots.close(fig)
+    return pairs, rho
 
 
 @dataclass

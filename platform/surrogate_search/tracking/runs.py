@@ -296,6 +296,10 @@ class TrialLogger:
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         self._send(artifact_file, lambda: self.client.log_figure(self.run_id, figure, artifact_file))
 
+    def log_artifacts(self, local_dir: str, artifact_path: str) -> None:
+        """Every file of ``local_dir`` under ``artifact_path`` (sent now: the folder may be temporary)."""
+        self._send(artifact_path, lambda: self.client.log_artifacts(self.run_id, local_dir, artifact_path))
+
     def report_hook(self, objective: str | None = None,
                     then: Callable[[dict[str, float], Callable[[], dict[str, Any]]], None] | None = None
                     ) -> Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]:
@@ -351,6 +355,7 @@ class NullLogger(TrialLogger):
     def log_dict(self, obj: Any, artifact_file: str) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_figure(self, figure: Any, artifact_file: str) -> None: ...
+    def log_artifacts(self, local_dir: str, artifact_path: str) -> None: ...
     def finish(self, status: str = "FINISHED", error: BaseException | str | None = None) -> None: ...
 
 
