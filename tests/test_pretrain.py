@@ -12,13 +12,14 @@ from surrogate_search.tasks import get_task
 
 def test_pretrain_stops_at_a_plateau_and_beats_chance(tmp_path) -> None:
     task = get_task("imbalanced_tabular", dataset="breast_cancer")
-    result = pretrain(task, tmp_path / "base", patience=5, max_epochs=200)
+    # A folder with a dot in its name is still a folder (it was taken for a file name).
+    result = pretrain(task, tmp_path / "base_v1.2", patience=5, max_epochs=200)
     assert result.epochs < 200 and result.epochs - result.best_epoch >= 0
     assert result.test["f1"] > 0.85  # malignant vs benign is easy for an MLP
-    ckpt = load_checkpoint(tmp_path / "base", expected_task="imbalanced_tabular")
+    ckpt = load_checkpoint(tmp_path / "base_v1.2", expected_task="imbalanced_tabular")
     reloaded = task.evaluate(ckpt.build_model(), task.load_splits().test)
     assert reloaded["f1"] == pytest.approx(result.test["f1"])
-    saved = json.loads((tmp_path / "base" / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "base_v1.2" / "metrics.json").read_text())
     assert saved["test"]["f1"] == pytest.approx(result.test["f1"])
 
 

@@ -141,9 +141,10 @@ class BaseCheckpoint:
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """``path`` itself if it is a file, else ``path/model.pt``."""
+    """``path`` itself if it is a file or a ``.pt`` name, else ``path/model.pt`` (a folder may have a
+    dot in its name: ``runs/base_v1.2``)."""
     path = Path(path)
-    return path / FILENAME if path.is_dir() or not path.suffix else path
+    return path if path.is_file() or (path.suffix == ".pt" and not path.is_dir()) else path / FILENAME
 
 
 def save_checkpoint(path: str | Path, task: Task, model: nn.Module, model_options: dict[str, Any],
