@@ -54,11 +54,13 @@ def main() -> None:
     task = get_task(args.task, **parse_assignments(args.option))
     base = PostTuneConfig.for_task(task, parse_assignments(args.set))
     checkpoint = ensure_base_checkpoint(task, args.checkpoint)
-    splits = task.load_splits()
-    batch = next(splits.train.batches(base.batch_size, shuffle=False))
+    splits = task.splits()
+    data = splits[base.data]  # what post-tuning updates on: the tuning part by default
+    batch = next(data.batches(base.batch_size, shuffle=False))
     no_autocast = contextlib.nullcontext()
 
-    print(f"task {task.name} {task.options or ''}  batch {len(batch)}  torch threads {args.threads}  "
+    print(f"task {task.name} {task.options or ''}  batch {len(batch)} from {base.data} ({len(data)} samples)  "
+          f"torch threads {args.threads}  "
           f"median of {args.repeats} steps")
     print(f"{'method':16s} {'ms/step':>9s} {'vs proxy':>9s}")
     proxy_ms = None
@@ -71,7 +73,7 @@ def main() -> None:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         model.train()
         if loss_fn.learned:
-            sampler = create_sampler(task, splits.train, config.sampling, config.batch_size,
+            sampler = create_sampler(task, data, config.sampling, config.batch_size,
                                      torch.Generator().manual_seed(0), "cpu")
             surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr)
 

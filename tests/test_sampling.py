@@ -40,6 +40,23 @@ def test_local_pairs_without_noise_are_the_models_own_predictions(text_checkpoin
     assert all(matches)
 
 
+def test_local_sets_run_each_distinct_sample_through_the_model_once(tabular_checkpoint) -> None:
+    # 30 sets of 64 rows from 100 rows repeat rows; the model sees the 100 at most, and each set's
+    # predictions are still the model's outputs on that set's rows.
+    task = tabular_checkpoint.build_task()
+    model = tabular_checkpoint.build_model(task)
+    split = task.load_splits().train.subset(range(100))
+    seen: list[int] = []
+    model.register_forward_hook(lambda module, args, out: seen.append(len(out)))
+    pairs = create_sampler(task, split, SamplingConfig(strategy="local", noise=0.0), 64,
+                           torch.Generator().manual_seed(0)).sample(30, model)
+    assert seen and sum(seen) <= 100
+    index = torch.randint(len(split), (30 * 64,), generator=torch.Generator().manual_seed(0))  # the sampler's draw
+    with torch.no_grad():
+        expected = task.predict(task.forward(model.eval(), split.subset(index))).view(30, 64)
+    torch.testing.assert_close(pairs.predictions, expected)
+
+
 def test_local_global_mixes_by_ratio(tabular_checkpoint) -> None:
     task = tabular_checkpoint.build_task()
     model = tabular_checkpoint.build_model(task)
