@@ -8,24 +8,18 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from local_servers import free_port
 
 INSTALL_S = 900
 
 
 class PostgresUnavailable(RuntimeError):
     """PostgreSQL is not here and cannot be installed: the reason is the message."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def server_binaries() -> Path | None:

@@ -16,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from local_servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -36,12 +36,6 @@ CLUSTER_UP_S = 150
 JOB_S = 300
 STOP_S = 30
 REFUSED_ENTRYPOINT = "echo submitted-without-a-valid-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def processes_mentioning(*texts: str) -> dict[int, str]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -23,25 +21,13 @@ from surrogate_search.search.train import read_metrics_log
 from surrogate_search.search.tune import run_search
 from surrogate_search.tracking.replay import row_key
 from surrogate_search.tracking.runs import metric_items
-from surrogate_search.tracking.ui import start_server as start_mlflow_server
 from surrogate_search.tracking.ui import stop_process_group
+from local_servers import free_port, start_mlflow_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOKE = REPO_ROOT / "search_spaces" / "tabular_f1_smoke.yaml"
 GOOD = {"method": "deep_embedding", "surrogate.encoder": "deepsets", "surrogate.width": 16,
         "surrogate.grad_penalty": 0.1, "surrogate.proxy_weight": 1.0, "lr": 1.0e-5, "sampling.strategy": "global"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    """``mlflow server`` on 127.0.0.1:``port`` over ``folder/mlflow.db``, in its own process group."""
-    return start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", port, artifacts_destination=folder / "artifacts",
-                               cwd=folder)
 
 
 def expected_rows(run_dir: Path, objective: str) -> Counter:
@@ -83,7 +69,7 @@ def test_search_survives_a_tracking_outage_and_records_every_row_once(ray_token,
                                         "budget.scheduler.type": "none", "posttune.steps": 56,
                                         "posttune.eval_every": 4})
     train = tmp_path / "searches" / spec.name / "train"
-    servers = [start_server(folder, port)]
+    servers = [start_mlflow_server(folder, port)]
     outage: dict[str, int] = {}
     done = threading.Event()
 
@@ -97,7 +83,7 @@ def test_search_survives_a_tracking_outage_and_records_every_row_once(ray_token,
                 stop_process_group(servers[0])
             elif outage and "restarted" not in outage and (read_metrics_log(train / "trial_0001")
                                                            or time.monotonic() > outage["stopped_at"] + 90):
-                servers.append(start_server(folder, port))
+                servers.append(start_mlflow_server(folder, port))
                 outage["restarted"] = 1
                 return
             time.sleep(0.05)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,16 +19,11 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from surrogate_search.tracking.ui import server_command, wait_until_up
+from local_servers import free_port
 
 SMOKE_CONFIG = ["--steps", "4", "--set", "eval_every=2", "--set", "surrogate.warmup_steps=2",
                 "--set", "surrogate.batch_size=8"]
 """Tiny post-tuning: 4 model updates, evaluated at steps 2 and 4."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

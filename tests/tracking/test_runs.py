@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import socket
-import subprocess
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -20,8 +18,8 @@ from surrogate_search.tracking import (
     trial_logger,
     tracked_posttune,
 )
-from surrogate_search.tracking.ui import start_server as start_mlflow_server
 from surrogate_search.tracking.ui import stop_process_group
+from local_servers import free_port, start_mlflow_server
 
 
 def children(client, parent_id: str):
@@ -119,23 +117,11 @@ def test_credentials_are_never_logged_as_parameters(mlflow_server, tracking_clie
     assert params == {"lr": "0.1"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(folder: Path, port: int) -> subprocess.Popen:
-    """``mlflow server`` on 127.0.0.1:``port`` over ``folder/mlflow.db``, in its own process group."""
-    return start_mlflow_server(f"sqlite:///{folder / 'mlflow.db'}", port, artifacts_destination=folder / "artifacts",
-                               cwd=folder)
-
-
 @pytest.mark.slow
 def test_a_server_that_goes_away_mid_run_costs_no_record_and_no_wait(tmp_path, caplog) -> None:
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = start_server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
     try:
         run = start_run("outage", {"lr": 0.1}, tracking_uri=uri)
         run.log({"val/f1": 0.5}, step=1)
@@ -162,7 +148,7 @@ def test_a_server_that_goes_away_mid_run_costs_no_record_and_no_wait(tmp_path, c
         # The server comes back: what was kept is sent, once, with what comes next. (A run that
         # ends while the server is down gives its queue up: a search's trials keep their rows in
         # metrics.jsonl, from which tests/search/test_outage.py has them recorded.)
-        server = start_server(tmp_path, port)
+        server = start_mlflow_server(tmp_path, port)
         caplog.clear()
         run.retry_after_s = 0.0
         with caplog.at_level(logging.WARNING, logger="surrogate_search.tracking.runs"):
