@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from surrogate_search.cli import main
+from surrogate_search.tracking.model_registry import fetch_surrogate
 from surrogate_search.tracking.store import use_tracking_uri
 
 
-def test_comparison_is_a_parent_run_with_a_child_per_method_and_seed(smoke_comparison) -> None:
+def test_comparison_is_a_parent_run_with_a_child_per_method_and_seed(smoke_comparison, mlflow_server) -> None:
     parent, children = smoke_comparison.parent, smoke_comparison.children
     assert smoke_comparison.experiment == "imbalanced_tabular_breast_cancer"
     assert parent.info.status == "FINISHED"
@@ -38,6 +39,11 @@ def test_comparison_is_a_parent_run_with_a_child_per_method_and_seed(smoke_compa
             assert not any(key.startswith(("surrogate.", "sampling.")) for key in params)
     learned = [c for c in children if c.data.tags["method"] == "deep_embedding"]
     assert {c.data.tags["surrogate"] for c in learned} == {"deep_embedding/deepsets"}
+    # Every seed's surrogate can be started from, not only the registered one.
+    for child in learned:
+        saved = fetch_surrogate(child.data.tags["surrogate_uri"], tracking_uri=mlflow_server.uri)
+        assert saved.method == "deep_embedding" and saved.state
+    assert not any("surrogate_uri" in c.data.tags for c in children if c not in learned)
     assert {c.data.tags["sampling"] for c in learned} == {"local_global"}
     assert {c.data.tags["surrogate"] for c in children if c.data.tags["method"] == "proxy"} == {"none"}
 

@@ -71,9 +71,10 @@ class Recorded:
 
 def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger: TrialLogger, *,
                      splits: Splits | None = None, cache_dir: str | None = None,
-                     context: WorkerContext | None = None, log_model: bool = True,
+                     context: WorkerContext | None = None,
                      surrogate: SavedSurrogate | None = None) -> Recorded:
-    """Post-tune with every evaluation logged to ``logger``'s run. Does not close the run: wrap it
+    """Post-tune with every evaluation logged to ``logger``'s run; a learned surrogate's weights at
+    the selected step are logged too (:func:`log_surrogate_files`). Does not close the run: wrap it
     in ``with logger:`` (FINISHED, or FAILED with the error). ``surrogate``: a saved surrogate to
     start from (tagged ``surrogate_source``; see :func:`surrogate_search.posttune.posttune`)."""
     task = checkpoint.build_task()
@@ -114,7 +115,7 @@ def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger:
     # parent run holds every method's curves in one figure).
     logger.set_tags({"test_metric": f"test/{metric}", "higher_is_better": str(higher)})
     recorded = Recorded(result, logger.run_id, best["state"])
-    if log_model and best["state"] is not None:
+    if best["state"] is not None:
         log_surrogate_files(logger, task, config, best["state"], splits=splits, checkpoint=checkpoint, cache_dir=cache_dir)
     return recorded
 
@@ -264,7 +265,7 @@ def tracked_compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | N
         logger = trial_logger(parent, f"{config.method}-seed{config.seed}", params=config.params(), tags=tags,
                               tracking_uri=uri, run_name=f"{config.method} seed {config.seed}")
         with logger:
-            recorded[(config.method, config.seed)] = tracked_posttune(config, ckpt, logger, splits=splits, log_model=False)
+            recorded[(config.method, config.seed)] = tracked_posttune(config, ckpt, logger, splits=splits)
         return recorded[(config.method, config.seed)].result
 
     try:
