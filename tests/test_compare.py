@@ -5,7 +5,7 @@ import statistics
 import pytest
 
 from surrogate_search.cli import main
-from surrogate_search.compare import check_seeds, compare
+from surrogate_search.compare import change_text, check_seeds, compare
 from surrogate_search.registry import UnknownNameError
 from surrogate_search.surrogate_training import weights_digest
 
@@ -58,7 +58,7 @@ def test_classification_table_reports_f1_at_the_val_tuned_threshold_too(tabular_
                                 f"{result.base_tuned.threshold:.3f}"]
     row = next(line for line in lines if line.startswith("weighted_proxy"))
     assert f"{weighted['at_val_threshold_mean']:.4f} ± {weighted['at_val_threshold_std']:.4f}" in row
-    assert f"{weighted['at_val_threshold_vs_proxy_pct']:+.1f}%" in row
+    assert change_text("weighted_proxy", weighted["at_val_threshold_vs_proxy_pct"]) in row
     # The baseline practitioners try first is named under the table, with its value.
     assert any("baseline practitioners try first" in line and
                f"proxy @val thr = {proxy['at_val_threshold_mean']:.4f} ± {proxy['at_val_threshold_std']:.4f}" in line
@@ -102,3 +102,9 @@ def test_seeds_are_checked_before_anything_runs(tmp_path, capsys) -> None:
     assert main(["compare", "--task", "imbalanced_tabular", "--seeds", "0", "--checkpoint", str(tmp_path / "base")]) == 2
     assert capsys.readouterr().err.startswith("error: compare: seeds must name at least one seed")
     assert not (tmp_path / "base").exists()
+
+
+def test_the_change_against_proxy_is_signed_and_keeps_small_changes_visible() -> None:
+    assert change_text("giou", 3.14159) == "+3.1%" and change_text("giou", -15.24) == "-15.2%"
+    assert change_text("giou", 0.0459) == "+0.05%" and change_text("giou", -0.4) == "-0.40%"
+    assert change_text("proxy", 2.0) == "—" and change_text("giou", float("nan")) == "—"

@@ -193,8 +193,11 @@ class Comparison:
 
 
 def change_text(method: str, pct: float) -> str:
-    """A table cell for the relative change against the control: ``+3.1%``, or ``—`` for the control."""
-    return "—" if method == CONTROL or math.isnan(pct) else f"{pct:+.1f}%"
+    """A table cell for the relative change against the control: ``+3.1%``, ``-0.05%`` (two
+    decimals under 1%: IoU or recall near 0.9 moves by hundredths of a percent), or ``—`` for the control."""
+    if method == CONTROL or math.isnan(pct):
+        return "—"
+    return f"{pct:+.2f}%" if abs(pct) < 1 else f"{pct:+.1f}%"
 
 
 def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = None, *,
