@@ -152,18 +152,19 @@ class LocalSampler(PairSampler):
     def sample(self, n_items: int, model: nn.Module) -> Pairs:
         per_item = self.set_size if self.task.set_level else 1
         index = torch.randint(len(self.split), (n_items * per_item,), generator=self.generator)
-        batch = self.split.subset(index).to(self.device)
         # Sets drawn from a small tuning split repeat samples (1,024 draws from 346 images touch ~330):
-        # the model sees each distinct sample once, in eval mode, so its output is the same either way.
+        # each distinct sample is loaded and run through the model once (in eval mode, so its output
+        # is the same either way), then repeated as drawn.
         distinct, inverse = index.unique(return_inverse=True)
+        batch = self.split.subset(distinct).to(self.device)
+        drawn = inverse.to(self.device)
         was_training = model.training
         model.eval()
-        outputs = self.task.forward(model, self.split.subset(distinct).to(self.device)).float()
-        outputs = outputs[inverse.to(outputs.device)]
+        outputs = self.task.forward(model, batch).float()[drawn]
         model.train(was_training)
         predictions = self.predictions(outputs, n_items, per_item)
-        targets = self.task.surrogate_targets(batch)
-        labels: list[Any] = batch.labels
+        targets = self.task.surrogate_targets(batch)[drawn]
+        labels: list[Any] = [batch.labels[i] for i in inverse.tolist()]
         if self.task.set_level:
             predictions = predictions.view(n_items, per_item, *predictions.shape[1:])  # (items, N, ...) sets
             targets = targets.view(n_items, per_item, *targets.shape[1:])

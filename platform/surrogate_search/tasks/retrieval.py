@@ -44,7 +44,7 @@ def supervised_contrastive_loss(embeddings: torch.Tensor, classes: torch.Tensor,
     A margin-based contrastive loss (``1 - s`` on positives, ``s - margin`` on close negatives) let
     this task's embedder collapse to one point in its first epoch (every similarity 1, loss stuck at
     the margin, test recall@1 0.08); here every negative stays in each anchor's denominator, so
-    collapsing costs ``log(batch)`` and the embedding spreads out."""
+    collapsing costs ``log(batch - 1)`` and the embedding spreads out."""
     e = F.normalize(embeddings.float(), dim=1)
     eye = torch.eye(len(e), dtype=torch.bool, device=e.device)
     log_p = (e @ e.T / temperature).masked_fill(eye, float("-inf")).log_softmax(dim=1)
