@@ -2,9 +2,11 @@
 
 A proxy step is one model update with the task's proxy loss (CTC, BCE). A learned-surrogate step
 is what post-tuning does per model update: ``k`` surrogate updates on fresh pairs, then one model
-update through the surrogate (plus the proxy term when ``proxy_weight > 0``). Both use the loop's
-own ``surrogate_step`` / ``model_step`` on the same batch, in one process, after a few untimed
-warm-up steps; the figures are medians over ``--repeats`` steps.
+update through the surrogate (plus the proxy term when ``proxy_weight > 0``). Each learned method
+is timed once per ``sampling.source`` in ``--sources``: ``fresh`` (local pairs from a separate
+forward pass of the model) and ``batch`` (from the model update's own forward pass). Both use the
+loop's own ``surrogate_step`` / ``model_step`` on the same batch, in one process, after a few
+untimed warm-up steps; the figures are medians over ``--repeats`` steps.
 
     python bench/posttune_step.py --task synthetic_text --checkpoint runs/base_text
     python bench/posttune_step.py --task imbalanced_tabular --option dataset=synthetic
@@ -24,7 +26,7 @@ from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import model_step, surrogate_step
 from surrogate_search.pretrain import ensure_base_checkpoint
 from surrogate_search.sampling import create_sampler
-from surrogate_search.surrogates import create_loss
+from surrogate_search.surrogates import create_loss, loss_class
 from surrogate_search.tasks import get_task
 from surrogate_search.utils import parse_assignments
 
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = what one Ray Train CPU worker gets)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="post-tuning setting")
+    parser.add_argument("--sources", default="fresh,batch", help="sampling.source values to time learned methods with")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -57,37 +60,48 @@ def main() -> None:
     splits = task.splits()
     data = splits[base.data]  # what post-tuning updates on: the tuning part by default
     batch = next(data.batches(base.batch_size, shuffle=False))
-    no_autocast = contextlib.nullcontext()
 
     print(f"task {task.name} {task.options or ''}  batch {len(batch)} from {base.data} ({len(data)} samples)  "
           f"torch threads {args.threads}  "
           f"median of {args.repeats} steps")
-    print(f"{'method':16s} {'ms/step':>9s} {'vs proxy':>9s}")
+    print(f"{'method':22s} {'source':>6s} {'ms/step':>9s} {'vs proxy':>9s}")
     proxy_ms = None
     for method in comparison_methods(task):
-        config = base.replace(method=method)
-        torch.manual_seed(0)
-        model = checkpoint.build_model(task)
-        loss_fn = create_loss(task, config)
-        loss_fn.prepare(splits.train)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-        model.train()
-        if loss_fn.learned:
-            sampler = create_sampler(task, data, config.sampling, config.batch_size,
-                                     torch.Generator().manual_seed(0), "cpu")
-            surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr)
+        for source in args.sources.split(",") if loss_class(method).learned else ["-"]:
+            config = base.replace(method=method) if source == "-" else base.replace(
+                {"method": method, "sampling.source": source})
+            seconds = time_steps(step_function(task, checkpoint, splits, data, batch, config), args.repeats)
+            proxy_ms = proxy_ms or seconds * 1000
+            print(f"{method:22s} {source:>6s} {seconds * 1000:9.1f} {seconds * 1000 / proxy_ms:8.1f}x")
 
-            def step() -> None:
-                for _ in range(config.surrogate.steps_per_model_step):
-                    surrogate_step(loss_fn, sampler, surrogate_opt, model, config.surrogate.batch_size)
-                model_step(task, model, loss_fn, optimizer, batch, no_autocast)
-        else:
-            def step() -> None:
-                model_step(task, model, loss_fn, optimizer, batch, no_autocast)
 
-        seconds = time_steps(step, args.repeats)
-        proxy_ms = proxy_ms or seconds * 1000
-        print(f"{method:16s} {seconds * 1000:9.1f} {seconds * 1000 / proxy_ms:8.1f}x")
+def step_function(task, checkpoint, splits, data, batch, config):
+    """One post-tuning step as the loop takes it, on ``batch`` every time."""
+    torch.manual_seed(0)
+    model = checkpoint.build_model(task)
+    loss_fn = create_loss(task, config)
+    loss_fn.prepare(splits.train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    model.train()
+    no_autocast = contextlib.nullcontext()
+    if not loss_fn.learned:
+        return lambda: model_step(task, model, loss_fn, optimizer, batch, no_autocast)
+    sampler = create_sampler(task, data, config.sampling, config.batch_size, torch.Generator().manual_seed(0), "cpu")
+    surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr)
+
+    def updates(seen=None):
+        for _ in range(config.surrogate.steps_per_model_step):
+            surrogate_step(loss_fn, sampler, surrogate_opt, model, config.surrogate.batch_size, seen=seen)
+        return {}
+
+    on_batch = config.sampling.source == "batch"
+
+    def step() -> None:
+        if not on_batch:
+            updates()
+        model_step(task, model, loss_fn, optimizer, batch, no_autocast, before_loss=updates if on_batch else None)
+
+    return step
 
 
 if __name__ == "__main__":

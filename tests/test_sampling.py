@@ -6,7 +6,7 @@ import torch
 from surrogate_search.sampling import SamplingConfig
 from surrogate_search.metrics import get_metric
 from surrogate_search.registry import UnknownNameError
-from surrogate_search.sampling import best_threshold_errors, create_sampler, list_strategies
+from surrogate_search.sampling import Seen, best_threshold_errors, create_sampler, list_strategies
 
 
 def test_strategies() -> None:
@@ -55,6 +55,49 @@ def test_local_sets_run_each_distinct_sample_through_the_model_once(tabular_chec
     with torch.no_grad():
         expected = task.predict(task.forward(model.eval(), split.subset(index))).view(30, 64)
     torch.testing.assert_close(pairs.predictions, expected)
+
+
+def test_batch_source_draws_local_pairs_from_the_model_updates_own_outputs(text_checkpoint) -> None:
+    task = text_checkpoint.build_task()
+    model = text_checkpoint.build_model(task)
+    batch = task.load_splits().train.subset(range(8))
+    with torch.no_grad():
+        outputs = task.forward(model, batch)
+
+    def no_forward(*args):
+        raise AssertionError("the model was run again")
+
+    model.register_forward_pre_hook(no_forward)
+    cfg = SamplingConfig(strategy="local", noise=0.0, source="batch")
+    pairs = create_sampler(task, task.load_splits().train, cfg, 32, torch.Generator().manual_seed(0)).sample(
+        20, model, Seen(batch, outputs))
+    own = task.predict(outputs)
+    # each pair is one of the batch's outputs, against that sample's own label and its true edit distance
+    which = [int(((own - p).abs().amax(dim=(1, 2))).argmin()) for p in pairs.predictions]
+    assert all(((own[i] - p).abs().amax() < 1e-5) for i, p in zip(which, pairs.predictions))
+    assert len(set(which)) > 1
+    labels = [batch.labels[i] for i in which]
+    assert pairs.errors.tolist() == get_metric("edit_distance").per_sample(task.decode(pairs.predictions), labels).tolist()
+    torch.testing.assert_close(pairs.targets, task.surrogate_targets(batch)[which])
+    # without a forward pass to draw from (pretraining, warm-up) the sampler runs the model
+    with pytest.raises(AssertionError, match="run again"):
+        create_sampler(task, task.load_splits().train, cfg, 32, torch.Generator()).sample(4, model)
+
+
+def test_fresh_source_ignores_the_model_updates_outputs(text_checkpoint) -> None:
+    task = text_checkpoint.build_task()
+    model = text_checkpoint.build_model(task)
+    split = task.load_splits().train
+    cfg = SamplingConfig(strategy="local", noise=0.0)
+    garbage = Seen(split.subset(range(4)), torch.zeros(4, *task.surrogate_shape))
+    with_seen = create_sampler(task, split, cfg, 32, torch.Generator().manual_seed(0)).sample(6, model, garbage)
+    without = create_sampler(task, split, cfg, 32, torch.Generator().manual_seed(0)).sample(6, model)
+    torch.testing.assert_close(with_seen.predictions, without.predictions)
+
+
+def test_unknown_source_is_named() -> None:
+    with pytest.raises(ValueError, match="sampling.source must be one of fresh, batch, got 'batches'"):
+        SamplingConfig(source="batches").validate()
 
 
 def test_local_global_mixes_by_ratio(tabular_checkpoint) -> None:

@@ -25,7 +25,7 @@ from surrogate_search.config import PostTuneConfig
 from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.progress import Progress
-from surrogate_search.sampling import create_sampler
+from surrogate_search.sampling import Seen, create_sampler
 from surrogate_search.surrogates import SavedSurrogate, create_loss, loss_class
 from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step, weights_digest
 from surrogate_search.surrogates.base import PostTuneLoss, SurrogateDivergedError, check_finite, synced_finite_checks
@@ -188,12 +188,17 @@ def _batches(split: Split, batch_size: int, generator: torch.Generator) -> Itera
 
 
 def model_step(task: Task, model: nn.Module, loss_fn: PostTuneLoss, optimizer: torch.optim.Optimizer, batch: Split,
-               autocast: Any, *, step: int = 0) -> dict[str, float]:
+               autocast: Any, *, step: int = 0,
+               before_loss: Callable[[Seen], dict[str, float]] | None = None) -> dict[str, float]:
     """One model update on ``batch`` with ``loss_fn`` (a surrogate, AnyLoss or the proxy); a
-    non-finite loss stops here, before it reaches the weights."""
+    non-finite loss stops here, before it reaches the weights. ``before_loss`` is called with the
+    forward pass (detached) before the loss is taken: the surrogate's updates on the batch's own
+    predictions (``sampling.source='batch'``)."""
     with autocast:
         outputs = task.forward(model, batch)
-    loss, stats = loss_fn.model_loss(outputs.float(), batch)
+    stats = before_loss(Seen(batch, outputs.detach())) if before_loss is not None else {}
+    loss, loss_stats = loss_fn.model_loss(outputs.float(), batch)
+    stats.update(loss_stats)
     # A fixed loss diverges through the model's weights (too large a step); a learned one may be its surrogate's fault.
     hint = f"Lower lr (the model's step size, now {optimizer.param_groups[0]['lr']:g})"
     check_finite(loss, f"the {loss_fn.name} loss",
@@ -272,10 +277,20 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         state.update({k: saved[k] for k in state if k in saved})  # states saved before a field existed lack it
         log.info("resumed %s at step %d", config.method, state["step"])
 
-    def surrogate_update() -> dict[str, float]:
+    def surrogate_update(seen: Seen | None = None) -> dict[str, float]:
         assert sampler is not None and surrogate_opt is not None
         return surrogate_step(loss_fn, sampler, surrogate_opt, _unwrap(model), config.surrogate.batch_size,
-                              ctx.world_size)
+                              ctx.world_size, seen)
+
+    def surrogate_updates(seen: Seen | None = None) -> dict[str, float]:
+        """The ``k`` surrogate updates that come before each model update."""
+        last: dict[str, float] = {}
+        for _ in range(config.surrogate.steps_per_model_step):
+            last = surrogate_update(seen)
+        return last
+
+    # With sampling.source='batch' the updates take their pairs from the model update's own forward pass.
+    on_batch = loss_fn.learned and config.sampling.source == "batch"
 
     def evaluate(step: int, extra: dict[str, float]) -> dict[str, float]:
         val = task.evaluate(_unwrap(model), splits.val, device=device)
@@ -324,13 +339,13 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
                                 rank=ctx.rank)
             while state["step"] < config.steps:
                 step = state["step"] + 1
-                if loss_fn.learned:
-                    for _ in range(config.surrogate.steps_per_model_step):
-                        stats = surrogate_update()
+                if loss_fn.learned and not on_batch:
+                    stats.update(surrogate_updates())
                 batch = next(batches)
                 state["batches_digest"] = _chain_digest(state["batches_digest"], batch)
                 batch = batch.to(device)
-                stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step))
+                stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step,
+                                        before_loss=surrogate_updates if on_batch else None))
                 schedule.step()
                 state["step"] = step
                 progress.reach(step)

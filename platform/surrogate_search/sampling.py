@@ -20,6 +20,9 @@ from surrogate_search.tasks import Split, Task
 from surrogate_search.utils import check_range
 
 
+SOURCES = ("fresh", "batch")
+
+
 @dataclass
 class SamplingConfig:
     """The ``sampling`` config section: where a learned surrogate's training pairs come from."""
@@ -38,11 +41,27 @@ class SamplingConfig:
     task's own decisions (F1 at the 0.5 threshold); ``best_threshold`` (set-level confusion-matrix
     metrics such as F1), the metric at each set's best decision threshold, a measure of how well the
     set is ranked, since the figure reported is the metric at a threshold tuned on val."""
+    source: str = "fresh"
+    """Where local pairs come from between model updates: ``fresh``, the current model run (in
+    eval mode) on samples drawn from the tuning data, one forward pass more per surrogate update;
+    ``batch``, the model update's own outputs on its batch, detached and drawn from with
+    replacement (no extra forward pass; the surrogate update then comes between that forward
+    pass and the loss). Pretraining and warm-up, which have no model update, always draw fresh."""
 
     def validate(self) -> None:
         SAMPLERS.get(self.strategy)
         TARGETS.get(self.target)
+        if self.source not in SOURCES:
+            raise ValueError(f"sampling.source must be one of {', '.join(SOURCES)}, got {self.source!r}")
         check_range("sampling", self, non_negative=("noise",), unit=("local_ratio",))
+
+
+@dataclass
+class Seen:
+    """A model update's own forward pass: its batch and the model's outputs on it (detached)."""
+
+    batch: Split
+    outputs: torch.Tensor
 
 
 @dataclass
@@ -66,14 +85,15 @@ class Pairs:
 
 
 class PairSampler:
-    """Draws ``n_items`` fresh pairs; local samplers read the model as it is now."""
+    """Draws ``n_items`` fresh pairs; local samplers read the model as it is now, or, with
+    ``sampling.source='batch'`` and a ``seen`` forward pass, the outputs it has just produced."""
 
     def __init__(self, task: Task, split: Split, config: SamplingConfig, set_size: int,
                  generator: torch.Generator, device: torch.device | str = "cpu") -> None:
         self.task, self.split, self.config = task, split, config
         self.set_size, self.generator, self.device = set_size, generator, torch.device(device)
 
-    def sample(self, n_items: int, model: nn.Module) -> Pairs:
+    def sample(self, n_items: int, model: nn.Module, seen: Seen | None = None) -> Pairs:
         raise NotImplementedError
 
 
@@ -137,7 +157,7 @@ class GlobalSampler(PairSampler):
     """Model-free pairs spanning the metric's whole range (random strings and edits of them;
     random probability sets for F1)."""
 
-    def sample(self, n_items: int, model: nn.Module) -> Pairs:
+    def sample(self, n_items: int, model: nn.Module, seen: Seen | None = None) -> Pairs:
         predictions, targets, labels = self.task.random_pairs(n_items, self.set_size, self.generator)
         errors = item_errors(self.task, self.config, predictions, labels)
         return Pairs(predictions, targets, errors).to(self.device)
@@ -145,12 +165,17 @@ class GlobalSampler(PairSampler):
 
 @SAMPLERS.register("local")
 class LocalSampler(PairSampler):
-    """The current model's predictions on training data against their labels, each perturbed by a
-    random scale in ``[0, noise]`` so that even a nearly perfect model yields pairs with errors."""
+    """The current model's predictions on the data it is tuned on against their labels, each
+    perturbed by a random scale in ``[0, noise]`` so that even a nearly perfect model yields pairs
+    with errors. Fresh samples by default; the model update's own batch with ``source='batch'``."""
 
     @torch.no_grad()
-    def sample(self, n_items: int, model: nn.Module) -> Pairs:
+    def sample(self, n_items: int, model: nn.Module, seen: Seen | None = None) -> Pairs:
         per_item = self.set_size if self.task.set_level else 1
+        if seen is not None and self.config.source == "batch":
+            index = torch.randint(len(seen.batch), (n_items * per_item,), generator=self.generator)
+            drawn = index.to(seen.outputs.device)
+            return self.pairs(seen.outputs.float()[drawn], seen.batch, drawn, index, n_items, per_item)
         index = torch.randint(len(self.split), (n_items * per_item,), generator=self.generator)
         # Sets drawn from a small tuning split repeat samples (1,024 draws from 346 images touch ~330):
         # each distinct sample is loaded and run through the model once (in eval mode, so its output
@@ -162,9 +187,14 @@ class LocalSampler(PairSampler):
         model.eval()
         outputs = self.task.forward(model, batch).float()[drawn]
         model.train(was_training)
+        return self.pairs(outputs, batch, drawn, inverse, n_items, per_item)
+
+    def pairs(self, outputs: torch.Tensor, batch: Split, drawn: torch.Tensor, index: torch.Tensor,
+              n_items: int, per_item: int) -> Pairs:
+        """Pairs from the model's ``outputs`` on ``batch``'s samples at ``index`` (``drawn``, on the device)."""
         predictions = self.predictions(outputs, n_items, per_item)
         targets = self.task.surrogate_targets(batch)[drawn]
-        labels: list[Any] = [batch.labels[i] for i in inverse.tolist()]
+        labels: list[Any] = [batch.labels[i] for i in index.tolist()]
         if self.task.set_level:
             predictions = predictions.view(n_items, per_item, *predictions.shape[1:])  # (items, N, ...) sets
             targets = targets.view(n_items, per_item, *targets.shape[1:])
@@ -187,11 +217,11 @@ class LocalGlobalSampler(PairSampler):
         self.local = LocalSampler(*args, **kwargs)
         self.global_ = GlobalSampler(*args, **kwargs)
 
-    def sample(self, n_items: int, model: nn.Module) -> Pairs:
+    def sample(self, n_items: int, model: nn.Module, seen: Seen | None = None) -> Pairs:
         n_local = round(self.config.local_ratio * n_items)
         parts = []
         if n_local:
-            parts.append(self.local.sample(n_local, model))
+            parts.append(self.local.sample(n_local, model, seen))
         if n_items - n_local:
             parts.append(self.global_.sample(n_items - n_local, model))
         return Pairs.cat(parts)

@@ -29,7 +29,7 @@ from surrogate_search.cache import default_cache_dir
 from surrogate_search.checkpoint import BaseCheckpoint
 from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.progress import Progress
-from surrogate_search.sampling import PairSampler, create_sampler
+from surrogate_search.sampling import PairSampler, Seen, create_sampler
 from surrogate_search.surrogates import create_loss
 from surrogate_search.surrogates.base import PostTuneLoss
 from surrogate_search.tasks import Splits, Task
@@ -44,6 +44,8 @@ PRETRAIN_SEED = 20_240_607
 makes it first."""
 MODEL_UPDATE_KEYS = ("warmup_steps", "steps_per_model_step", "proxy_weight", "filter_threshold")
 """``surrogate`` settings that only act after pretraining: runs that differ in them share one."""
+MODEL_UPDATE_SAMPLING_KEYS = ("source",)
+"""``sampling`` settings that only act after pretraining (pretraining always draws fresh pairs)."""
 
 
 def average_gradients(module: nn.Module, world_size: int) -> None:
@@ -57,9 +59,10 @@ def average_gradients(module: nn.Module, world_size: int) -> None:
 
 
 def surrogate_step(loss_fn: PostTuneLoss, sampler: PairSampler, optimizer: torch.optim.Optimizer, model: nn.Module,
-                   n_items: int, world_size: int = 1) -> dict[str, float]:
-    """One surrogate update on ``n_items`` fresh pairs (gradients averaged over Ray Train workers)."""
-    pairs = sampler.sample(n_items, model)
+                   n_items: int, world_size: int = 1, seen: Seen | None = None) -> dict[str, float]:
+    """One surrogate update on ``n_items`` fresh pairs (gradients averaged over Ray Train workers);
+    ``seen``: the model update's forward pass, for ``sampling.source='batch'``."""
+    pairs = sampler.sample(n_items, model, seen)
     fit_loss, stats = loss_fn.fit(pairs)
     optimizer.zero_grad(set_to_none=True)
     fit_loss.backward()
@@ -88,7 +91,7 @@ def pretraining_key(task: Task, checkpoint: BaseCheckpoint, config: PostTuneConf
         "method": config.method,
         "method_options": dataclasses.asdict(options) if dataclasses.is_dataclass(options) else None,
         "surrogate": {k: v for k, v in dataclasses.asdict(config.surrogate).items() if k not in MODEL_UPDATE_KEYS},
-        "sampling": dataclasses.asdict(config.sampling),
+        "sampling": {k: v for k, v in dataclasses.asdict(config.sampling).items() if k not in MODEL_UPDATE_SAMPLING_KEYS},
         "data": config.data,
         "set_size": config.batch_size,
         "version": 1,

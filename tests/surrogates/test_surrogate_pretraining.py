@@ -3,6 +3,8 @@ depends on changes; and the surrogate training options that steer where its grad
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -116,3 +118,53 @@ def test_a_tracked_comparison_records_which_runs_made_and_which_reused_the_pretr
     assert by_seed["0"].data.tags["surrogate_pretrained"] == by_seed["1"].data.tags["surrogate_pretrained"]
     assert by_seed["0"].data.metrics["surrogate_pretraining/steps"] == 4
     assert "surrogate_pretraining/after/fidelity/local_noisy_spearman" in by_seed["0"].data.metrics
+
+
+def test_batch_source_fine_tunes_on_the_updates_own_forward_pass_and_shares_the_pretrained_surrogate(
+        text_checkpoint, tmp_path, monkeypatch) -> None:
+    task_class = type(text_checkpoint.build_task())
+    forward = task_class.forward
+    calls: list[int] = []
+
+    def counted(self, model, batch):
+        calls.append(len(batch))
+        return forward(self, model, batch)
+
+    monkeypatch.setattr(task_class, "forward", counted)
+    settings = {"method": "deep_embedding", "steps": 4, "eval_every": 4, "batch_size": 8,
+                "surrogate": {"pretrain_steps": 3, "warmup_steps": 0, "steps_per_model_step": 1,
+                              "batch_size": 8, "width": 16}}
+    made = posttune(PostTuneConfig.from_dotted(settings), text_checkpoint, cache_dir=str(tmp_path))
+    runs, forwards = {}, {}
+    for source in ("fresh", "batch"):
+        calls.clear()
+        runs[source] = posttune(PostTuneConfig.from_dotted({**settings, "sampling.source": source}), text_checkpoint,
+                                cache_dir=str(tmp_path))
+        forwards[source] = len(calls)
+    # pretraining draws fresh pairs either way: both runs load the surrogate the first one made
+    assert made.surrogate_pretraining["reused"] is False
+    assert runs["fresh"].surrogate_pretraining["reused"] and runs["batch"].surrogate_pretraining["reused"]
+    # the same model updates on the same batches, one forward pass fewer per update with "batch"
+    assert runs["fresh"].batches_digest == runs["batch"].batches_digest
+    assert runs["fresh"].model_updates == runs["batch"].model_updates == 4
+    assert forwards["fresh"] - forwards["batch"] == 4
+    # and the surrogate is still fine-tuned between model updates, on other pairs than fresh draws
+    assert runs["batch"].history[-1]["surrogate/fit"] != runs["fresh"].history[-1]["surrogate/fit"]
+    assert runs["fresh"].final_weights != runs["batch"].final_weights
+
+
+def test_a_model_update_does_not_train_the_surrogate(text_checkpoint) -> None:
+    from surrogate_search.posttune import model_step
+
+    task = text_checkpoint.build_task()
+    model = text_checkpoint.build_model(task)
+    loss = create_loss(task, PostTuneConfig.from_dotted({"method": "deep_embedding", "surrogate.width": 16,
+                                                          "surrogate.proxy_weight": 0.0}))
+    before = {k: v.clone() for k, v in loss.state_dict().items()}
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = task.load_splits().train.subset(range(8))
+    model_step(task, model, loss, torch.optim.SGD(model.parameters(), lr=0.1), batch, contextlib.nullcontext())
+    assert all(p.grad is None for p in loss.parameters())  # no gradient was even computed for it
+    assert all(p.requires_grad for p in loss.parameters())  # and it is trainable again afterwards
+    assert all(torch.equal(before[k], v) for k, v in loss.state_dict().items())
+    assert any(not torch.equal(weights[k], v) for k, v in model.state_dict().items())  # the model moved

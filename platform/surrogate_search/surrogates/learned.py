@@ -8,6 +8,8 @@ with respect to the prediction near unit length: ``lambda * (||grad_z e_hat||_2 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -27,8 +29,25 @@ class EmbeddingSurrogate(torch.nn.Module):
         self.encoder = encoder
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        difference = self.encoder(predictions, targets) - self.encoder(targets, targets)
+        targets = targets.to(predictions.dtype)
+        # h(z, y) and h(y, y) in one pass of the encoder (it has no batch statistics: the same values).
+        both = self.encoder(torch.cat([predictions, targets]), torch.cat([targets, targets]))
+        embedded, reference = both.chunk(2)
+        difference = embedded - reference
         return torch.sqrt(difference.pow(2).sum(-1) + 1e-8)  # smooth at 0, where the plain norm's gradient is undefined
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[None]:
+    """Within the block ``module``'s parameters take no gradient (autograd skips their backward)."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def gradient_norms(values: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -130,7 +149,8 @@ class LearnedSurrogateLoss(PostTuneLoss):
         if self.task.set_level:  # the whole batch is one set
             predictions, targets = predictions.unsqueeze(0), targets.unsqueeze(0)
         targets = self.targets_for(predictions, targets)
-        estimates = self.surrogate(predictions, targets)
+        with frozen(self.surrogate):  # the model's update does not train the surrogate: no gradients for it
+            estimates = self.surrogate(predictions, targets)
         check_finite(estimates, f"the {self.name} surrogate's output", step="model update")
         stats: dict[str, float] = {"surrogate/value": float(estimates.detach().mean())}
         keep = torch.ones_like(estimates, dtype=torch.bool)
