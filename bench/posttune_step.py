@@ -6,7 +6,8 @@ update through the surrogate (plus the proxy term when ``proxy_weight > 0``). Ea
 is timed once per ``sampling.source`` in ``--sources``: ``fresh`` (local pairs from a separate
 forward pass of the model) and ``batch`` (from the model update's own forward pass). Both use the
 loop's own ``surrogate_step`` / ``model_step`` on the same batch, in one process, after a few
-untimed warm-up steps; the figures are medians over ``--repeats`` steps.
+untimed warm-up steps; the methods take turns, one step each per round, and the figures are medians over
+``--repeats`` rounds.
 
     python bench/posttune_step.py --task synthetic_text --checkpoint runs/base_text
     python bench/posttune_step.py --task imbalanced_tabular --option dataset=synthetic
@@ -31,15 +32,19 @@ from surrogate_search.tasks import get_task
 from surrogate_search.utils import parse_assignments
 
 
-def time_steps(step, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
+def time_steps(steps: dict[str, object], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per step of each function, taken in turns (one step of each per round), so
+    that a machine that slows down or speeds up during the bench affects every method alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -65,14 +70,16 @@ def main() -> None:
           f"torch threads {args.threads}  "
           f"median of {args.repeats} steps")
     print(f"{'method':22s} {'source':>6s} {'ms/step':>9s} {'vs proxy':>9s}")
-    proxy_ms = None
+    steps = {}
     for method in comparison_methods(task):
         for source in args.sources.split(",") if loss_class(method).learned else ["-"]:
             config = base.replace(method=method) if source == "-" else base.replace(
                 {"method": method, "sampling.source": source})
-            seconds = time_steps(step_function(task, checkpoint, splits, data, batch, config), args.repeats)
-            proxy_ms = proxy_ms or seconds * 1000
-            print(f"{method:22s} {source:>6s} {seconds * 1000:9.1f} {seconds * 1000 / proxy_ms:8.1f}x")
+            steps[method, source] = step_function(task, checkpoint, splits, data, batch, config)
+    seconds = time_steps(steps, args.repeats)
+    proxy_ms = seconds["proxy", "-"] * 1000
+    for (method, source), s in seconds.items():
+        print(f"{method:22s} {source:>6s} {s * 1000:9.1f} {s * 1000 / proxy_ms:8.2f}x")
 
 
 def step_function(task, checkpoint, splits, data, batch, config):

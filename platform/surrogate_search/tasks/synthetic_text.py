@@ -252,11 +252,13 @@ class SyntheticText(Task):
 
     def posttune_defaults(self) -> dict[str, Any]:
         """The recipe that measured best (README, "What the comparisons show"): a conv surrogate
-        pretrained once per base model (1,000 updates on the base model's own predictions on the
-        tuning images), fine-tuned one update per model update, mixed with the proxy loss at
-        weight 1."""
+        pretrained once per base model (1,000 updates of 32 pairs from the base model's own
+        predictions on the tuning images), fine-tuned one update per model update on that update's
+        own batch (no second forward pass: a step costs about 1.4x a CTC step instead of 2.5x,
+        with the same test figures), mixed with the proxy loss at weight 1."""
         return {**super().posttune_defaults(), "surrogate.encoder": "conv", "surrogate.proxy_weight": 1.0,
-                "sampling.strategy": "local", "surrogate.pretrain_steps": 1000, "surrogate.warmup_steps": 0}
+                "sampling.strategy": "local", "sampling.source": "batch", "surrogate.batch_size": 32,
+                "surrogate.pretrain_steps": 1000, "surrogate.warmup_steps": 0}
 
     def forward(self, model: nn.Module, batch: Split) -> torch.Tensor:
         images = batch.tensors["images"].float().div_(127.5).sub_(1.0)
