@@ -79,6 +79,8 @@ BAD = {
                           "space.lr.low", "0.0"),
     "unknown choice": ({"space": {"sampling.strategy": {"choices": ["global", "glocal"]}}},
                        "space.sampling.strategy.choices", "'glocal'"),
+    "unknown pair source": ({"space": {"sampling.source": {"choices": ["fresh", "batches"]}}},
+                            "space.sampling.source.choices", "'batches'"),
     "unknown top-level key": ({"budgett": {"trials": 2}}, "budgett", "{'trials': 2}"),
     "amplification outside AnyLoss's range": (
         {"space": {"anyloss.amplification": {"type": "float", "low": 10.0, "high": 100.0}}},

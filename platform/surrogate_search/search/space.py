@@ -133,13 +133,13 @@ class SearchSpec:
 
 def known_choices() -> dict[str, list[str]]:
     """Settings whose values are registry names: a typo is caught before the search starts."""
-    from surrogate_search.sampling import SAMPLERS
+    from surrogate_search.sampling import SAMPLERS, SOURCES
     from surrogate_search.surrogates import list_methods
     from surrogate_search.surrogates.anyloss import confusion_matrix_metrics
     from surrogate_search.surrogates.encoders import ENCODERS
 
     return {"method": list_methods(), "surrogate.encoder": ENCODERS.names(), "sampling.strategy": SAMPLERS.names(),
-            "anyloss.metric": confusion_matrix_metrics()}
+            "sampling.source": list(SOURCES), "anyloss.metric": confusion_matrix_metrics()}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
