@@ -68,3 +68,30 @@ def test_sender_resends_after_a_failure_without_doubling_what_arrived() -> None:
     assert sender.flush(timeout=30) == 0
     assert len(downs) == 1 and ups == [True]
     assert history(run.client, run.run_id) == [(1, 0.25), (2, 0.5), (2, 0.5), (3, 0.5)]
+
+
+class CountsWrites:
+    """A client that counts its ``log_batch`` calls (each one write to the store)."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+        self.writes = 0
+
+    def log_batch(self, run_id: str, metrics: list[Metric]) -> None:
+        self.writes += 1
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+
+def test_evaluations_that_come_quickly_share_a_write_and_a_flush_sends_at_once() -> None:
+    run = start_run("coalesce", tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+    counting = CountsWrites(run.client)
+    sender = MetricSender(counting, run.run_id, send_every_s=60.0)  # type: ignore[arg-type]
+    for step in range(20):  # twenty evaluations in well under a minute
+        sender.put(rows([(step, step / 20)]))
+    assert sender.flush(timeout=30) == 0  # sent within 30 s although the next send was a minute away
+    assert counting.writes <= 2  # the first evaluation at once, the other nineteen together
+    assert history(run.client, run.run_id) == [(step, step / 20) for step in range(20)]
+    assert sender.close() == 0

@@ -1,6 +1,9 @@
 """A run's metrics sent from a thread of their own, so that training never waits on the tracking store.
 
-:meth:`MetricSender.put` queues metrics and returns at once; a daemon thread sends them in batches.
+:meth:`MetricSender.put` queues metrics and returns at once; a daemon thread sends them in batches,
+at most one every ``send_every_s`` seconds (what arrives meanwhile joins the next batch: a run that
+evaluates several times a second makes a few writes to the store, not one per evaluation), and at
+once when :meth:`flush` or :meth:`close` asks.
 When the store cannot take a batch (a server that is down or failing, see
 :func:`~surrogate_search.tracking.store.is_outage`), the metrics stay queued, ``on_down`` is told
 (the caller warns once), and the thread tries again every ``retry_after_s`` seconds, or at once
@@ -35,11 +38,12 @@ class MetricSender:
     """Sends the metrics of run ``run_id`` through ``mlflow_client`` in the background."""
 
     def __init__(self, mlflow_client: MlflowClient, run_id: str, *, retry_after_s: float = 30.0,
-                 on_down: Callable[[BaseException], None] | None = None,
+                 send_every_s: float = 0.0, on_down: Callable[[BaseException], None] | None = None,
                  on_up: Callable[[], None] | None = None) -> None:
         self.client = mlflow_client
         self.run_id = run_id
         self.retry_after_s = retry_after_s
+        self.send_every_s = send_every_s
         self.on_down = on_down
         self.on_up = on_up
         self._pending: list[Metric] = []
@@ -48,7 +52,7 @@ class MetricSender:
         self._down = False
         self._attempts = 0  # failed attempts so far: a flush waits for the next one at most
         self._flush_asked = False
-        self._retry_at = 0.0
+        self._retry_at = 0.0  # down: the next attempt; up: the earliest next send (send_every_s)
         self._closed = False
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -100,11 +104,10 @@ class MetricSender:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not (self._pending and (self._flush_asked or not self._down
-                                              or time.monotonic() >= self._retry_at)):
+                while not (self._pending and (self._flush_asked or time.monotonic() >= self._retry_at)):
                     if self._closed:
                         return
-                    # Idle: wait for metrics. Down: for the next retry, or a flush.
+                    # Idle: wait for metrics. Otherwise for the next send (or retry, when down), or a flush.
                     self._lock.wait(max(0.0, self._retry_at - time.monotonic()) if self._pending else None)
                 self._flush_asked = False
                 batch = self._pending[:BATCH]
@@ -122,6 +125,7 @@ class MetricSender:
             with self._lock:
                 was_down = self._down
                 self._down = self._doubtful = False
+                self._retry_at = time.monotonic() + self.send_every_s
             self._done(batch, recorded=True)
             if was_down and self.on_up is not None:
                 self.on_up()
