@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=2000, help="held-out pairs of each kind")
     parser.add_argument("--strategies", default=",".join(list_strategies()), help="comma-separated sampling strategies")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="post-tuning setting")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the surrogate's initialisation and its pairs")
     args = parser.parse_args()
 
     task = get_task(args.task, **parse_assignments(args.option))
@@ -57,9 +58,9 @@ def main() -> None:
           f"{'e>0':>6s}")
     for strategy in args.strategies.split(","):
         config = settings.replace({"sampling.strategy": strategy})
-        seed_everything(0)
+        seed_everything(args.seed)
         loss = create_loss(task, config)
-        sampler = create_sampler(task, splits[config.data], config.sampling, config.batch_size, torch.Generator().manual_seed(0), "cpu")
+        sampler = create_sampler(task, splits[config.data], config.sampling, config.batch_size, torch.Generator().manual_seed(args.seed), "cpu")
         optimizer = torch.optim.Adam(loss.parameters(), lr=config.surrogate.lr)
         started = time.perf_counter()
         for _ in range(args.updates):

@@ -66,9 +66,23 @@ def test_ranks() -> None:
     assert spearman(a, b) == pytest.approx(spearmanr(a.numpy(), b.numpy()).statistic, abs=1e-6)
 
 
-def test_relational_fit_learns_the_order_of_f1() -> None:
+def test_the_sorting_network_ranks_as_a_sort_does_and_passes_gradients() -> None:
+    from surrogate_search.surrogates.relational import sorting_network_rank
+
+    x = torch.randn(40, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    ranks = sorting_network_rank(x)
+    # relaxed: close scores share rank mass, but the order is a sort's and the ranks are near it
+    assert spearman(ranks, x.detach()) > 0.99
+    assert float((ranks.detach() - (hard_rank(x.detach()) - 1)).abs().mean()) < 2.0  # of 40 places
+    (ranks * torch.arange(40.0)).sum().backward()  # any weighting of the ranks reaches the scores
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("ranking", ["pairwise", "diffsort"])
+def test_relational_fit_learns_the_order_of_f1(ranking: str) -> None:
     task = get_task("imbalanced_tabular", dataset="breast_cancer")
-    config = PostTuneConfig.from_dotted({"method": "relational", "surrogate": {"encoder": "deepsets", "width": 32}})
+    config = PostTuneConfig.from_dotted({"method": "relational", "relational.ranking": ranking,
+                                         "surrogate": {"encoder": "deepsets", "width": 32}})
     torch.manual_seed(1)
     loss_fn = create_loss(task, config)
     opt = torch.optim.Adam(loss_fn.parameters(), lr=3e-3)
@@ -152,6 +166,8 @@ def test_relational_input_falls_back_to_the_embedding_where_there_are_no_class_p
         create_loss(boxes, PostTuneConfig.for_task(boxes, {"method": "relational", "relational.input": "true_class"}))
     with pytest.raises(ValueError, match="relational.input must be one of auto, true_class, embedding, got 'probs'"):
         PostTuneConfig.for_task(boxes, {"method": "relational", "relational.input": "probs"})
+    with pytest.raises(ValueError, match="relational.ranking must be one of pairwise, diffsort, got 'sort'"):
+        PostTuneConfig.for_task(boxes, {"method": "relational", "relational.ranking": "sort"})
     text = get_task("synthetic_text")
     embedding = create_loss(text, PostTuneConfig.for_task(text, {"method": "relational", "relational.input": "embedding"}))
     assert isinstance(embedding.surrogate, EmbeddingSurrogate)

@@ -12,6 +12,7 @@ embeddings) always do.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -25,12 +26,19 @@ from surrogate_search.tasks import Task
 from surrogate_search.utils import check_range
 
 INPUTS = ("auto", "true_class", "embedding")
+RANKINGS = ("pairwise", "diffsort")
+DIFFSORT_STEEPNESS = 5.0
+"""The sorting network's steepness (ReLoss's code uses 5), on scores divided by their spread."""
 
 
 @dataclass
 class RelationalOptions:
     rank_temperature: float = 0.1
-    """Softness of the soft ranks, relative to the spread of the surrogate's scores."""
+    """Softness of the ``pairwise`` soft ranks, relative to the spread of the surrogate's scores."""
+    ranking: str = "pairwise"
+    """How the surrogate's scores become differentiable ranks: ``pairwise`` (sums of pairwise
+    sigmoids, written here) or ``diffsort`` (a differentiable bitonic sorting network from the
+    ``diffsort`` package, as ReLoss's code ranks; steepness 5 on scores divided by their spread)."""
     input: str = "auto"
     """``true_class``: the probability of the true class per output (ReLoss); ``embedding``: the
     deep-embedding distance; ``auto``: ``true_class`` where the task predicts class probabilities."""
@@ -41,6 +49,8 @@ class RelationalOptions:
         check_range("relational", self, positive=("rank_temperature",), non_negative=("grad_penalty",))
         if self.input not in INPUTS:
             raise ValueError(f"relational.input must be one of {', '.join(INPUTS)}, got {self.input!r}")
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"relational.ranking must be one of {', '.join(RANKINGS)}, got {self.ranking!r}")
 
 
 def has_true_class(task: Task) -> bool:
@@ -96,4 +106,25 @@ class Relational(LearnedSurrogateLoss):
         return self.options.grad_penalty
 
     def fit_loss(self, estimates: torch.Tensor, errors: torch.Tensor) -> torch.Tensor:
-        return -pearson(soft_rank(estimates, self.options.rank_temperature), hard_rank(errors))
+        if self.options.ranking == "diffsort":
+            ranks = sorting_network_rank(estimates)
+        else:
+            ranks = soft_rank(estimates, self.options.rank_temperature)
+        return -pearson(ranks, hard_rank(errors))
+
+
+@functools.lru_cache(maxsize=8)
+def _sorting_network(size: int, device: str) -> nn.Module:
+    from diffsort import DiffSortNet
+
+    return DiffSortNet("bitonic", size, steepness=DIFFSORT_STEEPNESS, interpolation_type="logistic_phi",
+                       device=device)
+
+
+def sorting_network_rank(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable ranks (0..n-1) of ``x`` from a relaxed bitonic sorting network: each item's
+    expected position under the network's soft permutation."""
+    scaled = x / x.detach().std().clamp_min(1e-6)
+    _, permutation = _sorting_network(len(x), str(x.device))(scaled[None].float())
+    positions = torch.arange(len(x), dtype=permutation.dtype, device=x.device)
+    return (permutation[0] * positions).sum(dim=1).to(x.dtype)
