@@ -5,7 +5,7 @@ is what post-tuning does per model update: ``k`` surrogate updates on fresh pair
 update through the surrogate (plus the proxy term when ``proxy_weight > 0``). Each learned method
 is timed once per ``sampling.source`` in ``--sources``: ``fresh`` (local pairs from a separate
 forward pass of the model) and ``batch`` (from the model update's own forward pass). Both use the
-loop's own ``surrogate_step`` / ``model_step`` on the same batch, in one process, after a few
+loop's own ``posttune_step`` on the same batch, in one process, after a few
 untimed warm-up steps; the methods take turns, one step each per round, and the figures are medians over
 ``--repeats`` rounds.
 
@@ -24,7 +24,7 @@ import torch
 
 from surrogate_search.compare import comparison_methods
 from surrogate_search.config import PostTuneConfig
-from surrogate_search.posttune import model_step, surrogate_step
+from surrogate_search.posttune import posttune_step, surrogate_updates
 from surrogate_search.pretrain import ensure_base_checkpoint
 from surrogate_search.sampling import create_sampler
 from surrogate_search.surrogates import create_loss, loss_class
@@ -83,32 +83,20 @@ def main() -> None:
 
 
 def step_function(task, checkpoint, splits, data, batch, config):
-    """One post-tuning step as the loop takes it, on ``batch`` every time."""
+    """One post-tuning step as the loop takes it (``posttune_step``), on ``batch`` every time."""
     torch.manual_seed(0)
     model = checkpoint.build_model(task)
     loss_fn = create_loss(task, config)
     loss_fn.prepare(splits.train)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     model.train()
-    no_autocast = contextlib.nullcontext()
-    if not loss_fn.learned:
-        return lambda: model_step(task, model, loss_fn, optimizer, batch, no_autocast)
-    sampler = create_sampler(task, data, config.sampling, config.batch_size, torch.Generator().manual_seed(0), "cpu")
-    surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr)
-
-    def updates(seen=None):
-        for _ in range(config.surrogate.steps_per_model_step):
-            surrogate_step(loss_fn, sampler, surrogate_opt, model, config.surrogate.batch_size, seen=seen)
-        return {}
-
-    on_batch = config.sampling.source == "batch"
-
-    def step() -> None:
-        if not on_batch:
-            updates()
-        model_step(task, model, loss_fn, optimizer, batch, no_autocast, before_loss=updates if on_batch else None)
-
-    return step
+    updates = None
+    if loss_fn.learned:
+        sampler = create_sampler(task, data, config.sampling, config.batch_size, torch.Generator().manual_seed(0), "cpu")
+        surrogate_opt = torch.optim.Adam(loss_fn.parameters(), lr=config.surrogate.lr)
+        updates = surrogate_updates(loss_fn, sampler, surrogate_opt, model, config)
+    return lambda: posttune_step(task, model, loss_fn, optimizer, batch, contextlib.nullcontext(), updates=updates,
+                                 on_batch=config.sampling.source == "batch")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from surrogate_search.config import PostTuneConfig
 from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.progress import Progress
-from surrogate_search.sampling import Seen, create_sampler
+from surrogate_search.sampling import PairSampler, Seen, create_sampler
 from surrogate_search.surrogates import SavedSurrogate, create_loss, loss_class
 from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step, weights_digest
 from surrogate_search.surrogates.base import PostTuneLoss, SurrogateDivergedError, check_finite, synced_finite_checks
@@ -211,6 +211,37 @@ def model_step(task: Task, model: nn.Module, loss_fn: PostTuneLoss, optimizer: t
     return {**stats, "loss": float(loss.detach())}
 
 
+SurrogateUpdates = Callable[..., dict[str, float]]
+"""``updates(seen=None, times=None)``: ``times`` surrogate updates (default ``surrogate.steps_per_model_step``)
+on pairs from the sampler, or from ``seen`` (a model update's forward pass) where the source is ``batch``."""
+
+
+def surrogate_updates(loss_fn: PostTuneLoss, sampler: PairSampler, optimizer: torch.optim.Optimizer, model: nn.Module,
+                      config: PostTuneConfig, world_size: int = 1) -> SurrogateUpdates:
+    """The surrogate's updates as the loop makes them (``model`` unwrapped from DDP)."""
+
+    def updates(seen: Seen | None = None, times: int | None = None) -> dict[str, float]:
+        last: dict[str, float] = {}
+        for _ in range(config.surrogate.steps_per_model_step if times is None else times):
+            last = surrogate_step(loss_fn, sampler, optimizer, model, config.surrogate.batch_size, world_size, seen)
+        return last
+
+    return updates
+
+
+def posttune_step(task: Task, model: nn.Module, loss_fn: PostTuneLoss, optimizer: torch.optim.Optimizer, batch: Split,
+                  autocast: Any, *, updates: SurrogateUpdates | None = None, on_batch: bool = False,
+                  step: int = 0) -> dict[str, float]:
+    """One step of post-tuning: a learned loss's ``updates`` (none for a fixed loss), then one
+    model update. With ``on_batch`` (``sampling.source='batch'``) the updates come between the
+    model update's forward pass and its loss, on pairs from that forward pass."""
+    if updates is None:
+        return model_step(task, model, loss_fn, optimizer, batch, autocast, step=step)
+    if on_batch:
+        return model_step(task, model, loss_fn, optimizer, batch, autocast, step=step, before_loss=updates)
+    return {**updates(), **model_step(task, model, loss_fn, optimizer, batch, autocast, step=step)}
+
+
 def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits: Splits | None = None,
              cache_dir: str | None = None, context: WorkerContext | None = None,
              surrogate: SavedSurrogate | None = None) -> PostTuneResult:
@@ -277,20 +308,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         state.update({k: saved[k] for k in state if k in saved})  # states saved before a field existed lack it
         log.info("resumed %s at step %d", config.method, state["step"])
 
-    def surrogate_update(seen: Seen | None = None) -> dict[str, float]:
-        assert sampler is not None and surrogate_opt is not None
-        return surrogate_step(loss_fn, sampler, surrogate_opt, _unwrap(model), config.surrogate.batch_size,
-                              ctx.world_size, seen)
-
-    def surrogate_updates(seen: Seen | None = None) -> dict[str, float]:
-        """The ``k`` surrogate updates that come before each model update."""
-        last: dict[str, float] = {}
-        for _ in range(config.surrogate.steps_per_model_step):
-            last = surrogate_update(seen)
-        return last
-
-    # With sampling.source='batch' the updates take their pairs from the model update's own forward pass.
-    on_batch = loss_fn.learned and config.sampling.source == "batch"
+    updates = (surrogate_updates(loss_fn, sampler, surrogate_opt, _unwrap(model), config, ctx.world_size)
+               if sampler is not None and surrogate_opt is not None else None)
 
     def evaluate(step: int, extra: dict[str, float]) -> dict[str, float]:
         val = task.evaluate(_unwrap(model), splits.val, device=device)
@@ -326,9 +345,8 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
             pretraining = pretrained_surrogate(loss_fn, task, ckpt, _unwrap(model), splits, config, device=device,
                                                cache_dir=cache_dir)
         with synced_finite_checks(ctx.world_size):  # from here on, every worker runs the same checks in step
-            if loss_fn.learned and not state["warm"]:
-                for _ in range(config.surrogate.warmup_steps):
-                    stats = surrogate_update()
+            if updates is not None and not state["warm"]:
+                stats = updates(times=config.surrogate.warmup_steps)
                 if stats:
                     log.info("surrogate warm-up: %d updates, fit %.4f, mae %.4f", config.surrogate.warmup_steps,
                              stats["surrogate/fit"], stats["surrogate/mae"])
@@ -339,13 +357,11 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
                                 rank=ctx.rank)
             while state["step"] < config.steps:
                 step = state["step"] + 1
-                if loss_fn.learned and not on_batch:
-                    stats.update(surrogate_updates())
                 batch = next(batches)
                 state["batches_digest"] = _chain_digest(state["batches_digest"], batch)
                 batch = batch.to(device)
-                stats.update(model_step(task, model, loss_fn, optimizer, batch, autocast, step=step,
-                                        before_loss=surrogate_updates if on_batch else None))
+                stats.update(posttune_step(task, model, loss_fn, optimizer, batch, autocast, updates=updates,
+                                           on_batch=config.sampling.source == "batch", step=step))
                 schedule.step()
                 state["step"] = step
                 progress.reach(step)

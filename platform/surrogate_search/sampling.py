@@ -174,25 +174,23 @@ class LocalSampler(PairSampler):
         per_item = self.set_size if self.task.set_level else 1
         if seen is not None and self.config.source == "batch":
             index = torch.randint(len(seen.batch), (n_items * per_item,), generator=self.generator)
-            drawn = index.to(seen.outputs.device)
-            return self.pairs(seen.outputs.float()[drawn], seen.batch, drawn, index, n_items, per_item)
+            return self.pairs(seen.outputs.float(), seen.batch, index, n_items, per_item)
         index = torch.randint(len(self.split), (n_items * per_item,), generator=self.generator)
         # Sets drawn from a small tuning split repeat samples (1,024 draws from 346 images touch ~330):
         # each distinct sample is loaded and run through the model once (in eval mode, so its output
         # is the same either way), then repeated as drawn.
         distinct, inverse = index.unique(return_inverse=True)
         batch = self.split.subset(distinct).to(self.device)
-        drawn = inverse.to(self.device)
         was_training = model.training
         model.eval()
-        outputs = self.task.forward(model, batch).float()[drawn]
+        outputs = self.task.forward(model, batch).float()
         model.train(was_training)
-        return self.pairs(outputs, batch, drawn, inverse, n_items, per_item)
+        return self.pairs(outputs, batch, inverse, n_items, per_item)
 
-    def pairs(self, outputs: torch.Tensor, batch: Split, drawn: torch.Tensor, index: torch.Tensor,
-              n_items: int, per_item: int) -> Pairs:
-        """Pairs from the model's ``outputs`` on ``batch``'s samples at ``index`` (``drawn``, on the device)."""
-        predictions = self.predictions(outputs, n_items, per_item)
+    def pairs(self, outputs: torch.Tensor, batch: Split, index: torch.Tensor, n_items: int, per_item: int) -> Pairs:
+        """Pairs from the model's ``outputs`` on ``batch``, taking its samples at ``index`` as drawn."""
+        drawn = index.to(outputs.device)
+        predictions = self.predictions(outputs[drawn], n_items, per_item)
         targets = self.task.surrogate_targets(batch)[drawn]
         labels: list[Any] = [batch.labels[i] for i in index.tolist()]
         if self.task.set_level:
