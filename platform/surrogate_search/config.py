@@ -73,6 +73,11 @@ class PostTuneConfig:
     judged by a confusion-matrix metric (F1), the metric on val at the decision threshold that is
     best on val, since the reported figure is test at that threshold; ``auto``, ``best_threshold``
     where the task has a threshold, else ``metric``."""
+    leave_base_confidence: float = 0.0
+    """How sure val must be before a run hands back a model other than the base: the share of random
+    halves of val on which the selected model beats the base (see :mod:`surrogate_search.selection`).
+    0: the best on val wins, whatever the margin; e.g. 0.95: a gain that val's noise could explain
+    keeps the base. In [0, 1)."""
     data: str = "tune"
     """Where the model is updated (and a learned surrogate draws the model's own predictions):
     ``tune``, the part of the data the base model never trained on, where it still makes errors;
@@ -142,6 +147,9 @@ class PostTuneConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"post-tuning config: lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
                              f"got {self.lr_schedule!r}")
+        if not 0.0 <= self.leave_base_confidence < 1.0:
+            raise ValueError(f"post-tuning config: leave_base_confidence must be in [0, 1), "
+                             f"got {self.leave_base_confidence!r}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"post-tuning config: selection must be one of {', '.join(SELECTIONS)}, "
                              f"got {self.selection!r}")

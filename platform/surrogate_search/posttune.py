@@ -26,6 +26,7 @@ from surrogate_search.fidelity import FidelityProbe
 from surrogate_search.metrics import ConfusionMatrixMetric
 from surrogate_search.progress import Progress
 from surrogate_search.sampling import PairSampler, Seen, create_sampler
+from surrogate_search.selection import win_share
 from surrogate_search.surrogates import SavedSurrogate, create_loss, loss_class
 from surrogate_search.surrogate_training import pretrained_surrogate, surrogate_step, weights_digest
 from surrogate_search.surrogates.base import PostTuneLoss, SurrogateDivergedError, check_finite, synced_finite_checks
@@ -128,6 +129,9 @@ class PostTuneResult:
     batches_digest: str = ""
     """A hash of the batches the model updates were made on, in order (rank 0's shard): equal for
     every method run with the same seed and data."""
+    leave_base_share: float | None = None
+    """With ``leave_base_confidence`` > 0 and a model better than the base on val: the share of
+    val's halves on which it was better (below the confidence, the run kept the base). None otherwise."""
     initial_weights: str = ""
     """A hash of the model's weights before the first update (the base checkpoint's)."""
     final_weights: str = ""
@@ -390,12 +394,22 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
     test_final = task.evaluate(final_model, splits.test, device=device)
     selected = copy.deepcopy(final_model)
     selected.load_state_dict(state["best_model"])
+    best_step, share = state["best_step"], None
+    if best_step and config.leave_base_confidence > 0:
+        base_model = ckpt.build_model(task).to(device)
+        share = win_share(task, base_model, selected, splits.val, seed=config.seed, device=device,
+                          at_best_threshold=selected_by.endswith("_best_threshold"))
+        if share < config.leave_base_confidence:
+            log.info("%s seed %d: the model of step %d beats the base on %.0f%% of val's halves, under "
+                     "leave_base_confidence %.0f%%: kept the base", config.method, config.seed, best_step,
+                     100 * share, 100 * config.leave_base_confidence)
+            selected, best_step = base_model, 0
     val = task.evaluate(selected, splits.val, device=device)
     test = task.evaluate(selected, splits.test, device=device)
     tuned = tune_threshold(task, selected, splits, device=device)
-    return PostTuneResult(method=config.method, seed=config.seed, steps=config.steps, best_step=state["best_step"],
+    return PostTuneResult(method=config.method, seed=config.seed, steps=config.steps, best_step=best_step,
                           val=val, test=test, test_final=test_final, base_val=state["base_val"],
                           history=state["history"], seconds=time.perf_counter() - started, tuned=tuned,
                           surrogate_pretraining=pretraining, surrogate_source=surrogate.source if surrogate else "",
-                          model_updates=state["step"], batches_digest=state["batches_digest"],
+                          model_updates=state["step"], batches_digest=state["batches_digest"], leave_base_share=share,
                           initial_weights=state["initial_weights"], final_weights=weights_digest(final_model.state_dict()))

@@ -103,6 +103,8 @@ def tracked_posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint, logger:
     final = {**{f"test/{k}": v for k, v in result.test.items()}, **{f"test_final/{k}": v for k, v in result.test_final.items()},
              **{f"best_val/{k}": v for k, v in result.val.items()}, **{f"base_val/{k}": v for k, v in result.base_val.items()},
              "best_step": float(result.best_step), "wall_seconds": result.seconds}
+    if result.leave_base_share is not None:  # leave_base_confidence weighed the selected model against the base
+        final["leave_base_share"] = result.leave_base_share
     pretraining = result.surrogate_pretraining
     if pretraining:  # the surrogate came pretrained on the base model (made here, or loaded)
         final.update({f"surrogate_pretraining/{k}": float(v) for k, v in pretraining.items()
