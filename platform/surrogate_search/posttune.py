@@ -399,10 +399,12 @@ def posttune(config: PostTuneConfig, checkpoint: BaseCheckpoint | str, *, splits
         base_model = ckpt.build_model(task).to(device)
         share = win_share(task, base_model, selected, splits.val, seed=config.seed, device=device,
                           at_best_threshold=selected_by.endswith("_best_threshold"))
-        if share < config.leave_base_confidence:
-            log.info("%s seed %d: the model of step %d beats the base on %.0f%% of val's halves, under "
-                     "leave_base_confidence %.0f%%: kept the base", config.method, config.seed, best_step,
-                     100 * share, 100 * config.leave_base_confidence)
+        unsure = share < config.leave_base_confidence
+        log.info("%s seed %d: the model of step %d beats the base on %.0f%% of val's halves, %s "
+                 "leave_base_confidence %.0f%%: %s", config.method, config.seed, best_step, 100 * share,
+                 "under" if unsure else "at or above", 100 * config.leave_base_confidence,
+                 "kept the base" if unsure else "selected")
+        if unsure:
             selected, best_step = base_model, 0
     val = task.evaluate(selected, splits.val, device=device)
     test = task.evaluate(selected, splits.test, device=device)
