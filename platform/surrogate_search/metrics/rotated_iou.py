@@ -59,6 +59,10 @@ def _crossings(a: torch.Tensor, b: torch.Tensor, slack: float) -> tuple[torch.Te
 
 def intersection_area(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Area of the overlap of each box of ``a`` ``(N, 5)`` with the box of ``b`` in the same row."""
+    # Both moved so that b is centred on the origin: near-identical boxes then differ by what
+    # differs, not by rounding errors of their common position (which swamp a thin box's width).
+    shift = torch.cat([b[:, :2], torch.zeros_like(b[:, 2:])], dim=1)
+    a, b = a - shift, b - shift
     corners_a, corners_b = box_corners(a), box_corners(b)
     scale = torch.maximum(a[:, 2:4].abs().amax(1), b[:, 2:4].abs().amax(1))
     # Corners on the other box's edge (identical or touching boxes) count as inside despite rounding.
@@ -76,8 +80,9 @@ def intersection_area(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         order = angle.argsort(dim=1)
     ordered = points.gather(1, order[..., None].expand_as(points))
     kept = valid.gather(1, order)
-    # Points that are not corners of the overlap repeat its first corner: they add no area.
-    ordered = torch.where(kept[..., None], ordered, ordered[:, :1])
+    # Points that are not corners of the overlap repeat its first corner: they add no area. Taken
+    # from their mean, the products stay of the overlap's size, not the coordinates' (thin boxes).
+    ordered = torch.where(kept[..., None], ordered, ordered[:, :1]) - mean[:, None]
     following = ordered.roll(-1, dims=1)
     twice = (ordered[..., 0] * following[..., 1] - ordered[..., 1] * following[..., 0]).sum(1)
     return twice.abs() / 2
@@ -96,7 +101,8 @@ def rotated_box_iou(predictions: Any, targets: Any) -> np.ndarray:
     """IoU of each predicted rotated box with its target box (rows ``(cx, cy, w, h, theta)``), in float64.
 
     A box with a negative side raises. Two empty (zero-area) boxes score 1 when identical and 0
-    otherwise, so the value is always defined. ``rotated_box_iou([[0, 0, 4, 2, 0]], [[0, 0, 2, 4,
+    otherwise, so the value is always defined; a box whose sides differ by more than ~1e12 times is
+    below float64's resolution. ``rotated_box_iou([[0, 0, 4, 2, 0]], [[0, 0, 2, 4,
     np.pi / 2]])`` is ``[1.0]`` (up to rounding): the same rectangle.
     """
     p = np.asarray(predictions, dtype=np.float64).reshape(-1, 5)
