@@ -75,6 +75,18 @@ def box_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_box_options):
 
 
 @pytest.fixture(scope="session")
+def rotated_box_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_box_options):
+    """A (barely trained) rotated-box regressor on a tiny split: enough to exercise every code path."""
+    from surrogate_search.checkpoint import load_checkpoint
+    from surrogate_search.pretrain import pretrain
+    from surrogate_search.tasks import get_task
+
+    out = tmp_path_factory.mktemp("base_rotated_box")
+    pretrain(get_task("rotated_box", **tiny_box_options), out, max_epochs=2, patience=2)
+    return load_checkpoint(out)
+
+
+@pytest.fixture(scope="session")
 def retrieval_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     """A (barely trained) embedding model on a few images per character."""
     from surrogate_search.checkpoint import load_checkpoint

@@ -13,6 +13,7 @@ from surrogate_search.registry import UnknownNameError
 TEXT = (["cat", "dog", "", "a1"], ["cat", "dig", "x", "a1"])
 BINARY = ([1, 0, 0, 1, 0], [1, 1, 0, 0, 0])
 BOXES = ([[0, 0, 2, 2], [0, 0, 1, 1]], [[1, 1, 3, 3], [0, 0, 1, 1]])
+ROTATED = ([[1, 1, 2, 2, 0.7], [5, 0, 2, 1, 0.0]], [[1, 1, 2, 2, 0.0], [0, 0, 2, 1, 0.0]])  # IoU 0.71 and 0
 # 1-D embeddings; the labels as embeddings are a perfect one. Class 0 sits at both ends of the
 # line, 10 samples apart: out of each other's 8 nearest neighbours.
 RANKED = ([[0], [11], *([i] for i in range(1, 11))], [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5])
@@ -20,6 +21,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "edit_distance": TEXT, "normalized_edit_distance": TEXT, "char_error_rate": TEXT, "word_accuracy": TEXT,
     "f1": BINARY, "f_beta": BINARY, "balanced_accuracy": BINARY, "gmean": BINARY, "accuracy": BINARY,
     "iou": BOXES, "iou_ge_50": BOXES, "iou_ge_75": BOXES,
+    "rotated_iou": ROTATED, "rotated_iou_ge_50": ROTATED, "rotated_iou_ge_75": ROTATED,
     "recall_at_1": RANKED, "recall_at_2": RANKED, "recall_at_4": RANKED, "recall_at_8": RANKED,
 }
 

@@ -17,7 +17,7 @@ def _setup(checkpoint, method: str):
 
 @pytest.mark.parametrize("method", sorted(LOSSES.names()))
 @pytest.mark.parametrize("which", ["tabular_checkpoint", "text_checkpoint", "box_checkpoint",
-                                   "retrieval_checkpoint"])
+                                   "retrieval_checkpoint", "rotated_box_checkpoint"])
 def test_gradients_flow_to_the_model(method: str, which: str, request: pytest.FixtureRequest) -> None:
     checkpoint = request.getfixturevalue(which)
     task = checkpoint.build_task()
@@ -45,6 +45,7 @@ def test_methods_that_apply() -> None:
                                                             "relational"]
     assert list_methods(get_task("box_localization")) == ["proxy", "giou", "deep_embedding", "relational"]
     assert list_methods(get_task("retrieval")) == ["proxy", "recall_at_k", "deep_embedding", "relational"]
+    assert list_methods(get_task("rotated_box")) == ["proxy", "rotated_iou_loss", "kld", "deep_embedding", "relational"]
 
 
 def test_wrong_encoder_for_the_task_is_named(tabular_checkpoint) -> None:

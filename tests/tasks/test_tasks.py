@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ TINY: dict[str, dict[str, Any]] = {
     "imbalanced_tabular": {"dataset": "breast_cancer"},
     "box_localization": {"train_size": 48, "val_size": 16, "test_size": 16},
     "retrieval": {"train_per_class": 3, "val_per_class": 3, "test_per_class": 3},
+    "rotated_box": {"train_size": 48, "val_size": 16, "test_size": 16},
 }
 
 
@@ -49,8 +51,11 @@ def test_model_outputs_decode_and_evaluate(name: str) -> None:
     predictions = task.predict(outputs)
     # probabilities, boxes as fractions of the image; unit-length embeddings for retrieval
     low = -1 if name == "retrieval" else 0
+    if name == "rotated_box":  # and the angle of a rotated box, in radians
+        assert predictions[:, 4].abs().max() <= math.pi / 2
+        predictions = predictions[:, :4]
     assert predictions.min() >= low and predictions.max() <= 1
-    decoded = task.decode(predictions)
+    decoded = task.decode(task.predict(outputs))
     assert len(decoded) == len(batch)
     assert 0 <= task.metric.compute(decoded, batch.labels) < float("inf")  # what the metric reads
     results = task.evaluate(model, splits.val)
@@ -58,7 +63,7 @@ def test_model_outputs_decode_and_evaluate(name: str) -> None:
 
 
 def test_unknown_task_lists_known_ones() -> None:
-    with pytest.raises(UnknownNameError, match="unknown task 'synthetic'; known tasks: box_localization, imbalanced_tabular, retrieval, synthetic_text"):
+    with pytest.raises(UnknownNameError, match="unknown task 'synthetic'; known tasks: box_localization, imbalanced_tabular, retrieval, rotated_box, synthetic_text"):
         get_task("synthetic")
 
 

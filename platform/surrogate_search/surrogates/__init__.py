@@ -1,6 +1,6 @@
 """Post-tuning losses: learned surrogates (``deep_embedding``, ``relational``) and fixed baselines
-(``proxy``, ``weighted_proxy``, ``anyloss``, ``expected_edit_distance``, ``giou``, ``recall_at_k``),
-found by name in one registry.
+(``proxy``, ``weighted_proxy``, ``anyloss``, ``expected_edit_distance``, ``giou``, ``rotated_iou_loss``,
+``kld``, ``recall_at_k``), found by name in one registry.
 
 Add your own (a plugin module, see README)::
 
@@ -15,6 +15,8 @@ from surrogate_search.surrogates import proxy  # noqa: F401, I001  (registers pr
 from surrogate_search.surrogates import anyloss  # noqa: F401
 from surrogate_search.surrogates import expected_edit_distance  # noqa: F401
 from surrogate_search.surrogates import giou  # noqa: F401
+from surrogate_search.surrogates import rotated_iou_loss  # noqa: F401
+from surrogate_search.surrogates import kld  # noqa: F401
 from surrogate_search.surrogates import recall_at_k  # noqa: F401
 from surrogate_search.surrogates import deep_embedding  # noqa: F401
 from surrogate_search.surrogates import relational  # noqa: F401
