@@ -21,7 +21,7 @@ LAYERS = [
     {"tasks"},
     {"sampling"},
     {"surrogates"},
-    {"config", "checkpoint", "fidelity"},
+    {"config", "checkpoint", "fidelity", "selection"},
     {"pretrain", "posttune", "surrogate_training"},
     {"compare"},
     {"tracking"},
