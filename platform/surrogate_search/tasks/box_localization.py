@@ -16,18 +16,19 @@ from surrogate_search.tasks.box_render import CANVAS, render_box_split
 
 
 class BoxRegressor(nn.Module):
-    """``(B, 1, CANVAS, CANVAS)`` image -> 4 unbounded numbers (see :meth:`BoxLocalization.predict`)."""
+    """``(B, 1, canvas, canvas)`` image -> ``outputs`` unbounded numbers (here 4, see
+    :meth:`BoxLocalization.predict`; ``rotated_box`` asks for 5 from a 64-pixel canvas)."""
 
-    def __init__(self, channels: int = 16, hidden: int = 128) -> None:
+    def __init__(self, channels: int = 16, hidden: int = 128, *, outputs: int = 4, canvas: int = CANVAS) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width_in = 1
-        for width in (channels, 2 * channels, 4 * channels, 4 * channels):  # 48 -> 24 -> 12 -> 6 -> 3
+        for width in (channels, 2 * channels, 4 * channels, 4 * channels):  # four halvings: 48 -> 3, 64 -> 4
             layers += [nn.Conv2d(width_in, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
             width_in = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width_in * (CANVAS // 16) ** 2, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, 4))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width_in * (canvas // 16) ** 2, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, outputs))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))

@@ -14,29 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from surrogate_search.tasks.base import Split, Splits, Task, TrainDefaults, register_task
+from surrogate_search.tasks.box_localization import BoxRegressor
 from surrogate_search.tasks.rotated_box_render import CANVAS, render_rotated_split
 
 ANGLE_SCALE = CANVAS / 4
 """Proxy-loss units per radian of angle error: the end of a box half the canvas wide moves this
 many pixels when it turns by one radian, so an angle error weighs about what it costs in pixels."""
-
-
-class RotatedBoxRegressor(nn.Module):
-    """``(B, 1, CANVAS, CANVAS)`` image -> 5 unbounded numbers (see :meth:`RotatedBox.predict`)."""
-
-    def __init__(self, channels: int = 16, hidden: int = 128) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width_in = 1
-        for width in (channels, 2 * channels, 4 * channels, 4 * channels):  # 64 -> 32 -> 16 -> 8 -> 4
-            layers += [nn.Conv2d(width_in, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-            width_in = width
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width_in * (CANVAS // 16) ** 2, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, 5))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))
 
 
 @functools.lru_cache(maxsize=6)
@@ -92,7 +75,8 @@ class RotatedBox(Task):
         return {"channels": 16, "hidden": 128}
 
     def build_model(self, **model_options: Any) -> nn.Module:
-        return RotatedBoxRegressor(**{**self.default_model_options(), **model_options})
+        # The axis-aligned task's CNN, with a fifth output (the angle) and this canvas.
+        return BoxRegressor(**{**self.default_model_options(), **model_options}, outputs=5, canvas=CANVAS)
 
     def train_defaults(self) -> TrainDefaults:
         return TrainDefaults(batch_size=64, lr=2e-3, weight_decay=1e-4, max_epochs=80, patience=8)
