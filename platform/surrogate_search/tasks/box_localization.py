@@ -43,6 +43,20 @@ def _rendered(seed: int, split: str, size: int, clutter: int) -> tuple[np.ndarra
     return images, tuple(boxes)
 
 
+def canvas_options(task: str, options: dict[str, Any], defaults: dict[str, int]) -> dict[str, Any]:
+    """``defaults`` updated with ``options`` for a task of images on a canvas: split sizes (integers
+    >= 1) and ``clutter`` (an integer >= 0); an unknown option is named with the known ones."""
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(f"task {task!r}: unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    merged = {**defaults, **options}
+    for key, value in merged.items():
+        low = 0 if key == "clutter" else 1
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"task {task!r}: {key} must be an integer >= {low}, got {value!r}")
+    return merged
+
+
 @register_task("box_localization")
 class BoxLocalization(Task):
     """Localise the one digit on a 48 x 48 cluttered canvas; boxes ``(x1, y1, x2, y2)`` in pixels.
@@ -60,15 +74,7 @@ class BoxLocalization(Task):
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         defaults = {"train_size": 4000, "val_size": 500, "test_size": 1000, "clutter": 4}
-        unknown = set(options) - set(defaults)
-        if unknown:
-            raise ValueError(f"task 'box_localization': unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
-        merged = {**defaults, **options}
-        for key, value in merged.items():
-            low = 0 if key == "clutter" else 1
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"task 'box_localization': {key} must be an integer >= {low}, got {value!r}")
-        return merged
+        return canvas_options(self.name, options, defaults)
 
     def load_splits(self, cache_dir: Any = None) -> Splits:
         def split(name: str) -> Split:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from surrogate_search.tasks.base import Split, Splits, Task, TrainDefaults, register_task
-from surrogate_search.tasks.box_localization import BoxRegressor
+from surrogate_search.tasks.box_localization import BoxRegressor, canvas_options
 from surrogate_search.tasks.rotated_box_render import CANVAS, render_rotated_split
 
 ANGLE_SCALE = CANVAS / 4
@@ -52,15 +52,7 @@ class RotatedBox(Task):
 
     def validate_options(self, options: dict[str, Any]) -> dict[str, Any]:
         defaults = {"train_size": 8000, "val_size": 500, "test_size": 1000, "clutter": 4}
-        unknown = set(options) - set(defaults)
-        if unknown:
-            raise ValueError(f"task 'rotated_box': unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
-        merged = {**defaults, **options}
-        for key, value in merged.items():
-            low = 0 if key == "clutter" else 1
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"task 'rotated_box': {key} must be an integer >= {low}, got {value!r}")
-        return merged
+        return canvas_options(self.name, options, defaults)
 
     def load_splits(self, cache_dir: Any = None) -> Splits:
         def split(name: str) -> Split:
