@@ -33,7 +33,6 @@ def split_scorer(task: Task, model: nn.Module, split: Split, *, at_best_threshol
     best on the whole split, as the selection and the reported figure take them."""
     metric = task.metric
     predictions = task.predict_split(model, split, device=device)
-    labels = np.asarray(split.labels, dtype=object)
     if at_best_threshold:
         assert isinstance(metric, ConfusionMatrixMetric)
         probabilities = predictions.numpy().ravel()
@@ -44,8 +43,8 @@ def split_scorer(task: Task, model: nn.Module, split: Split, *, at_best_threshol
     if metric.decomposable:
         values = metric.per_sample(decoded, split.labels)
         return lambda indices: float(values[indices].mean())
-    items = np.empty(len(decoded), dtype=object)
-    items[:] = list(decoded)
+    items, labels = np.empty(len(decoded), dtype=object), np.empty(len(decoded), dtype=object)
+    items[:], labels[:] = list(decoded), list(split.labels)  # object arrays: any item indexes whole
     return lambda indices: metric.compute(list(items[indices]), list(labels[indices]))
 
 
