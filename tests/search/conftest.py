@@ -39,10 +39,15 @@ def ray_token() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def local_ray(ray_token: str) -> Iterator[None]:
-    """An in-process Ray instance of this machine's size, shut down after the module."""
+    """An in-process Ray instance of this machine's size, shut down after the module. Its Ray Train
+    controllers poll their workers every 0.1 s (a search's every 0.5 s, Ray's default 2 s): a
+    controller takes in one report per poll, and these tests' runs report every few updates."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from surrogate_search.search.tune import worker_env
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {**worker_env(), "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}})
     try:
         yield
     finally:
