@@ -1,6 +1,6 @@
 """Search a space with Ray Tune + Optuna: locally, or as a Ray job on a cluster.
 
-    python jobs/search.py search_spaces/tabular_f1_smoke.yaml --set budget.trials=2
+    python jobs/search.py search_spaces/tabular_f1_smoke.yaml --set budget.trials=4
     ray job submit --address http://HEAD:8265 --working-dir . -- \
         python jobs/search.py search_spaces/text_edit_distance.yaml --storage /shared/searches
 

@@ -146,9 +146,10 @@ def test_override_reaches_budget_and_space(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", SMOKES, ids=lambda p: p.name)
 def test_each_smoke_space_runs_as_its_header_says(path: Path, tmp_path: Path, ray_token: str) -> None:
     """The header's local command, as written, with the file's own budget, in a fresh folder (its
-    runs/, a throwaway MLflow store): it pretrains the base, starts Ray and runs every trial. On an
-    otherwise idle 2-core machine: tabular_f1_smoke 94 s, text_edit_distance_smoke 102 s (up to 7 min
-    while other work held the cores). A trial larger than the machine is fitted to it, with a log line."""
+    runs/, a throwaway MLflow store): it pretrains the base, starts Ray and runs every trial (two Ray
+    Train trials of two workers, ~20 s each, mostly process start-ups). On an otherwise idle 2-core
+    machine: tabular_f1_smoke 59 s, text_edit_distance_smoke 63 s (up to 7 min while other work held
+    the cores). A trial larger than the machine is fitted to it, with a log line."""
     from surrogate_search.search.resources import local_cluster, trial_cpus
 
     words = run_locally(path)
