@@ -94,6 +94,7 @@ def pretraining_key(task: Task, checkpoint: BaseCheckpoint, config: PostTuneConf
         "sampling": {k: v for k, v in dataclasses.asdict(config.sampling).items() if k not in MODEL_UPDATE_SAMPLING_KEYS},
         "data": config.data,
         "set_size": config.batch_size,
+        "inputs": list(task.surrogate_feature_shape),  # what the network reads (Task.surrogate_features)
         "version": 1,
     }
 

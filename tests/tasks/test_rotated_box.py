@@ -108,3 +108,22 @@ def test_local_perturbation_without_noise_is_the_prediction() -> None:
     torch.testing.assert_close(task.perturb(outputs, torch.zeros(16), g), task.predict(outputs))
     moved = task.perturb(outputs, torch.ones(16), g)
     assert (rotated_box_iou(task.decode(moved), task.decode(task.predict(outputs))) < 0.99).all()
+
+
+def test_learned_surrogates_read_the_angle_without_its_seam() -> None:
+    """The same rectangle on either side of the wrap gives the surrogate's network the same input;
+    the surrogate itself (as logged to MLflow) reads boxes as ``predict`` makes them."""
+    from surrogate_search.config import PostTuneConfig
+    from surrogate_search.surrogates.base import create_loss
+
+    task = get_task("rotated_box", **TINY)
+    box = torch.tensor([[0.5, 0.5, 0.6, 0.2, math.pi / 2 - 1e-4]])
+    same = torch.tensor([[0.5, 0.5, 0.6, 0.2, -math.pi / 2 + 1e-4]])
+    assert rotated_box_iou(task.decode(box), task.decode(same))[0] > 0.999
+    features = task.surrogate_features()
+    torch.testing.assert_close(features(box), features(same), atol=1e-3, rtol=0)
+    assert features(box).shape == (1, task.surrogate_feature_shape[1]) == (1, 6)
+
+    surrogate = create_loss(task, PostTuneConfig.for_task(task, {"method": "deep_embedding"})).surrogate
+    assert surrogate(box, box).item() == pytest.approx(0.0, abs=1e-3)
+    assert abs(surrogate(box, same).item()) < 1e-2  # its network's two inputs are almost equal

@@ -24,11 +24,13 @@ from surrogate_search.tasks import Split, Task
 class EmbeddingSurrogate(torch.nn.Module):
     """``e_hat(z, y) = ||h(z, y) - h(y, y)||_2``: zero when the prediction is the label itself."""
 
-    def __init__(self, encoder: torch.nn.Module) -> None:
+    def __init__(self, encoder: torch.nn.Module, features: torch.nn.Module | None = None) -> None:
         super().__init__()
+        self.features = features or torch.nn.Identity()  # the task's Task.surrogate_features()
         self.encoder = encoder
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        predictions, targets = self.features(predictions), self.features(targets)
         # Two passes rather than one over both: h(y, y) needs no gradient with respect to its input.
         difference = self.encoder(predictions, targets) - self.encoder(targets, targets)
         return torch.sqrt(difference.pow(2).sum(-1) + 1e-8)  # smooth at 0, where the plain norm's gradient is undefined
@@ -102,8 +104,9 @@ class LearnedSurrogateLoss(PostTuneLoss):
 
     def build_surrogate(self, task: Task, cfg: SurrogateConfig) -> torch.nn.Module:
         """The network ``e_hat(z, y)``: LS-ED's embedding distance unless a loss reads otherwise."""
-        frames, classes = task.surrogate_shape
-        return EmbeddingSurrogate(ENCODERS.create(cfg.encoder, num_classes=classes, frames=frames, cfg=cfg))
+        frames, classes = task.surrogate_feature_shape
+        return EmbeddingSurrogate(ENCODERS.create(cfg.encoder, num_classes=classes, frames=frames, cfg=cfg),
+                                  features=task.surrogate_features())
 
     @classmethod
     def supports(cls, task: Task) -> bool:

@@ -212,6 +212,19 @@ class Task(ABC):
         """Targets in the same form as ``predict``'s output (one-hot frames, 0/1 labels)."""
         raise NotImplementedError(f"task {self.name!r} does not support learned surrogates")
 
+    @property
+    def surrogate_feature_shape(self) -> tuple[int, int]:
+        """``surrogate_shape`` of what :meth:`surrogate_features`' module returns."""
+        return self.surrogate_shape
+
+    def surrogate_features(self) -> nn.Module:
+        """The first layer of a learned surrogate: what its network reads of predictions and of their
+        (aligned) targets, both in ``predict``'s layout. The values themselves unless a task's values
+        have a seam that the metric does not (an angle that wraps round), which its module maps to a
+        continuous form. A module (not a method) so that a surrogate logged as a model reads
+        ``predict``'s layout; it must be differentiable and hold no weights."""
+        return nn.Identity()
+
     def align_targets(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Surrogate ``targets`` laid out as the (detached) ``predictions`` would be if they were
         right; the identity unless the output layout depends on the prediction (CTC frames)."""

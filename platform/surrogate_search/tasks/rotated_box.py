@@ -22,6 +22,17 @@ ANGLE_SCALE = CANVAS / 4
 many pixels when it turns by one radian, so an angle error weighs about what it costs in pixels."""
 
 
+class AngleOnCircle(nn.Module):
+    """``(cx, cy, w, h, theta) -> (cx, cy, w, h, cos 2 theta, sin 2 theta)``, what a learned surrogate
+    reads of a rotated box: a rectangle turned by half a turn is the same rectangle, so the angle
+    enters as a point on a circle. Raw ``theta`` jumps from ``pi/2`` to ``-pi/2`` where IoU does not
+    change, and a network reading it would have to learn that seam."""
+
+    def forward(self, boxes: torch.Tensor) -> torch.Tensor:
+        angle = 2.0 * boxes[..., 4:5]
+        return torch.cat([boxes[..., :4], torch.cos(angle), torch.sin(angle)], dim=-1)
+
+
 @functools.lru_cache(maxsize=6)
 def _rendered(seed: int, split: str, size: int, clutter: int) -> tuple[np.ndarray, tuple[tuple[float, ...], ...]]:
     # ~0.6 ms an image: rendered per process, kept once rendered (a comparison and every run in it
@@ -101,6 +112,11 @@ class RotatedBox(Task):
     # --- what a learned surrogate sees -------------------------------------------------------------
     def surrogate_targets(self, batch: Split) -> torch.Tensor:
         return batch.tensors["boxes"]
+
+    surrogate_feature_shape = (1, 6)
+
+    def surrogate_features(self) -> nn.Module:
+        return AngleOnCircle()
 
     def random_pairs(self, n_items: int, set_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
         """Target boxes of the sizes and shapes words have, at every angle (one in four within 0.15 rad
