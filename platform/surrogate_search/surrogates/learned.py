@@ -26,7 +26,7 @@ class EmbeddingSurrogate(torch.nn.Module):
 
     def __init__(self, encoder: torch.nn.Module, features: torch.nn.Module | None = None) -> None:
         super().__init__()
-        self.features = features or torch.nn.Identity()  # the task's Task.surrogate_features()
+        self.features = features if features is not None else torch.nn.Identity()  # the task's Task.surrogate_features()
         self.encoder = encoder
 
     def forward(self, predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

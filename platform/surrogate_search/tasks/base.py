@@ -213,9 +213,9 @@ class Task(ABC):
         raise NotImplementedError(f"task {self.name!r} does not support learned surrogates")
 
     @property
-    def surrogate_feature_shape(self) -> tuple[int, int]:
-        """``surrogate_shape`` of what :meth:`surrogate_features`' module returns."""
-        return self.surrogate_shape
+    def surrogate_feature_shape(self) -> tuple[int, ...]:
+        """``surrogate_shape`` of what :meth:`surrogate_features`' module returns (derived from it)."""
+        return tuple(self.surrogate_features()(torch.zeros(1, *self.surrogate_shape)).shape[1:])
 
     def surrogate_features(self) -> nn.Module:
         """The first layer of a learned surrogate: what its network reads of predictions and of their

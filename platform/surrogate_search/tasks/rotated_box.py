@@ -113,8 +113,6 @@ class RotatedBox(Task):
     def surrogate_targets(self, batch: Split) -> torch.Tensor:
         return batch.tensors["boxes"]
 
-    surrogate_feature_shape = (1, 6)
-
     def surrogate_features(self) -> nn.Module:
         return AngleOnCircle()
 
