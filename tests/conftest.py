@@ -11,14 +11,31 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
+
+# Torch's threads spin while they wait: two threads per process on two cores, with another pytest
+# worker beside it (make test runs two), made small tensor work 10x slower. So each pytest worker,
+# and every command it starts (they inherit the variable), gets its share of the cores; run alone,
+# at most two threads. Set before torch is imported, which reads it once.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+if _WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+
+import torch  # noqa: E402
+
+torch.set_num_threads(THREADS)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 """Screenshots of the browser tests (ignored by git); their paths are printed."""
 
-# Two cores here: keep torch from oversubscribing when Ray or pytest run work side by side.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules that hold an end-to-end (``slow``) test run first, each keeping its own order. ``make
+    test`` hands whole modules to two workers in this order: started first, the minute-long modules
+    leave the many short ones to even out the two workers' ends."""
+    slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
 
 
 @pytest.fixture(autouse=True)

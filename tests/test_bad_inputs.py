@@ -32,6 +32,7 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {case.name: outcome for case, outcome in probe.run_all(bad_inputs.CASES, jobs=2)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", bad_inputs.CASES, ids=lambda case: case.name)
 def test_bad_input_is_refused_before_any_work(outcomes, case) -> None:
     outcome = outcomes[case.name]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +26,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_plugin_example_registers_task_and_metric(tmp_path: Path) -> None:
     (tmp_path / "my_tasks.py").write_text(readme_example("my_tasks.py"), encoding="utf-8")
 
@@ -59,6 +61,7 @@ def mlflow_runs(tracking_uri: str) -> list:
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
+@pytest.mark.slow
 def test_loss_example_works_in_posttune_compare_search_and_mlflow(tmp_path: Path) -> None:
     (tmp_path / "my_losses.py").write_text(readme_example("my_losses.py"), encoding="utf-8")
     plugin = ("--plugin", "my_losses.py")

@@ -34,6 +34,7 @@ def base_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2], ids=["inline", "ray_train"])
 def test_a_diverging_trial_is_pruned_with_its_reason_and_run_once(workers, ray_token, base_checkpoint_dir, tmp_path,
                                                                   monkeypatch) -> None:

@@ -118,9 +118,11 @@ def test_ranking_encoder_is_zero_at_the_codes_and_reads_the_ranking() -> None:
 def test_the_base_embedder_learns_to_retrieve_unseen_characters(tmp_path) -> None:
     # The margin-based contrastive loss this task had let the embedder collapse (every image on one
     # point); here 30 epochs on the default training set must retrieve unseen characters far above
-    # chance (7 of the other 127 test images share a query's character: 0.055). Seed 0 got 0.39.
+    # chance (7 of the other 127 test images share a query's character: 0.055). Seed 0 got 0.39
+    # with two torch threads and 0.26 with one (make test's workers run one each): the order of the
+    # float sums changes the run. A collapsed embedder scores chance.
     from surrogate_search.pretrain import pretrain
 
     task = get_task("retrieval", val_per_class=4, test_per_class=8)
     result = pretrain(task, tmp_path / "base", max_epochs=30, patience=30, seed=0)
-    assert result.test["recall_at_1"] > 0.3, result.test
+    assert result.test["recall_at_1"] > 0.2, result.test
