@@ -21,6 +21,10 @@ from surrogate_search.tracking.store import use_tracking_uri
 NAME = "imbalanced_tabular_breast_cancer-deep_embedding-surrogate"
 TASK = ["--task", "imbalanced_tabular", "--option", "dataset=breast_cancer"]
 TINY = ["--steps", "4", "--set", "eval_every=2", "--set", "surrogate.warmup_steps=2", "--set", "surrogate.batch_size=8"]
+# A comparison whose learned run moves past the base on val (with TINY's 4 updates it keeps the base,
+# and such a surrogate never becomes the champion): 12 updates at lr 1e-3, checked with one and two
+# torch threads.
+MOVES = ["--steps", "12", "--set", "lr=1e-3", *TINY[2:]]
 
 
 @dataclass
@@ -34,7 +38,7 @@ class Registered:
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory, tabular_checkpoint) -> Registered:
-    """``surrogate-search compare`` (proxy vs deep_embedding, 1 seed, 4 updates) into its own SQLite store."""
+    """``surrogate-search compare`` (proxy vs deep_embedding, 1 seed, 12 updates) into its own SQLite store."""
     import contextlib
     import io
 
@@ -47,7 +51,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory, tabular_checkpoint) -> 
         mp.setenv("SURROGATE_SEARCH_CACHE", str(cache))
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{cache.parent / 'mlflow.db'}")  # not the store compare writes to
         code = main(["-q", "compare", *TASK, "--checkpoint", str(tabular_checkpoint.path.parent), "--methods",
-                     "deep_embedding", "--seeds", "1", "--tracking-uri", uri, *TINY])
+                     "deep_embedding", "--seeds", "1", "--tracking-uri", uri, *MOVES])
     assert code == 0, out.getvalue()
     return Registered(uri, MlflowClient(uri), out.getvalue(), cache, str(tabular_checkpoint.path.parent))
 
@@ -64,7 +68,8 @@ def test_compare_registers_its_best_surrogate_as_the_champion(registered) -> Non
                                    filter_string="tags.run_kind = 'comparison'")
     best_run = client.get_run(parent.data.tags["best_surrogate_run_id"])
     assert version.run_id == best_run.info.run_id and version.tags["method"] == "deep_embedding"
-    assert (version.tags["metric"], version.tags["split"]) == ("f1_at_val_threshold", "val")
+    assert (version.tags["metric"], version.tags["split"], version.tags["kept_base"]) == ("f1_at_val_threshold", "val",
+                                                                                          "false")
     assert float(version.tags["value"]) == pytest.approx(best_run.data.metrics["best_val/f1_at_val_threshold"])
     assert parent.data.tags["registered_surrogate"] == f"models:/{NAME}/1"
 
@@ -142,3 +147,30 @@ def test_the_champion_alias_moves_only_to_a_better_version(registered) -> None:
     other = register_surrogate(first.source, NAME, metric="g_mean", value=1.0, higher_is_better=True,
                                tracking_uri=registered.uri)
     assert not other.champion and "has no val g_mean to compare with" in other.summary()
+
+
+def test_a_surrogate_whose_run_kept_the_base_never_becomes_the_champion(registered) -> None:
+    # Its value is the base model's (no update beat the base on val), which says nothing of the surrogate.
+    first = registered.client.get_model_version(NAME, "1")
+    champion = registered.client.get_registered_model(NAME).aliases[CHAMPION]
+    value, metric = float(registered.client.get_model_version(NAME, str(champion)).tags["value"]), first.tags["metric"]
+    kept = register_surrogate(first.source, NAME, metric=metric, value=value + 0.05, higher_is_better=True,
+                              tracking_uri=registered.uri, kept_base=True)
+    assert not kept.champion and registered.client.get_registered_model(NAME).aliases[CHAMPION] == champion
+    assert registered.client.get_model_version(NAME, kept.version).tags["kept_base"] == "true"
+    assert kept.summary().endswith(f"@{CHAMPION} stays version {champion}, val {metric} {value:.4f} "
+                                   "(its run kept the base model: no update beat the base on val)")
+    # Through compare: updates too small to change the model (lr 1e-9), so every run hands the base back.
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["-q", "compare", *TASK, "--checkpoint", registered.checkpoint, "--methods", "deep_embedding",
+                     "--seeds", "1", "--tracking-uri", registered.uri, "--registered-model-name", "kept-base-only",
+                     *TINY, "--set", "lr=1e-9"])
+    assert code == 0, out.getvalue()
+    assert re.search(r"^deep_embedding .* 1 +1 ", out.getvalue(), re.M), out.getvalue()  # seeds 1, kept base 1
+    assert f"no @{CHAMPION} yet (its run kept the base model: no update beat the base on val)" in out.getvalue()
+    assert registered.client.get_registered_model("kept-base-only").aliases == {}
+    assert registered.client.get_model_version("kept-base-only", "1").tags["kept_base"] == "true"

@@ -38,7 +38,8 @@ the parent run's ``best_surrogate_model_uri`` tag::
     estimated_metric = surrogate(predictions, targets)   # one value per item
 
 It is also registered (``register_surrogate``): a new version of ``<experiment>-<method>-surrogate``,
-given the ``champion`` alias when it beats the champion's validation metric; ``fetch_surrogate``
+given the ``champion`` alias when it beats the champion's validation metric (never when its run kept
+the base model); ``fetch_surrogate``
 reads one back, weights only, to start a post-tuning from (``models:/<name>@champion``).
 """
 

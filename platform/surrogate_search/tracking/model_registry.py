@@ -55,6 +55,9 @@ class Registration:
     """The champion before this registration (None: there was none)."""
     previous_value: float | None = None
     """Its value on the same metric and split (None: it has none to compare with)."""
+    kept_base: bool = False
+    """Whether the run it comes from handed its base model back (no update beat the base on val):
+    such a surrogate is registered but never made the champion."""
 
     @property
     def model_uri(self) -> str:
@@ -67,16 +70,22 @@ class Registration:
                                                          if self.previous_value is not None else ""))
         if self.champion:
             return f"{line}: now @{CHAMPION} (" + (f"was {before})" if self.previous_version else "the first)")
+        if self.kept_base:
+            why = "its run kept the base model: no update beat the base on val"
+            return f"{line}: @{CHAMPION} stays {before} ({why})" if self.previous_version else \
+                f"{line}: no @{CHAMPION} yet ({why})"
         reason = "" if self.previous_value is not None else f" (it has no val {self.metric} to compare with)"
         return f"{line}: @{CHAMPION} stays {before}{reason}"
 
 
 def register_surrogate(model_uri: str, name: str, *, metric: str, value: float, higher_is_better: bool,
                        tracking_uri: str | None = None, run_id: str | None = None,
-                       tags: Mapping[str, Any] | None = None) -> Registration:
+                       tags: Mapping[str, Any] | None = None, kept_base: bool = False) -> Registration:
     """Register the logged surrogate model ``model_uri`` (``models:/m-...``) as a new version of
     ``name`` (created if new), tagged with its validation ``value`` of ``metric``; the ``champion``
-    alias moves to it when there is no champion yet or it beats the champion's value."""
+    alias moves to it when there is no champion yet or it beats the champion's value, unless
+    ``kept_base``: the run it comes from handed its base model back, so ``value`` is the base's and
+    says nothing of the surrogate."""
     store = resolve_tracking_uri(tracking_uri)
     mlflow_client = client(store)
     try:
@@ -90,12 +99,15 @@ def register_surrogate(model_uri: str, name: str, *, metric: str, value: float, 
         version = mlflow_client.create_model_version(
             name, source=model_uri, run_id=run_id, model_id=model_id,
             tags={**{k: str(v) for k, v in (tags or {}).items()}, "metric": metric, "split": SPLIT,
-                  "value": repr(value), "higher_is_better": str(higher_is_better)}).version
+                  "value": repr(value), "higher_is_better": str(higher_is_better),
+                  "kept_base": str(kept_base).lower()}).version
     previous_value = _value(mlflow_client, name, previous, metric) if previous else None
-    champion = previous is None or (previous_value is not None and is_better(value, previous_value, higher_is_better))
+    champion = not kept_base and (previous is None or (previous_value is not None
+                                                       and is_better(value, previous_value, higher_is_better)))
     if champion:
         mlflow_client.set_registered_model_alias(name, CHAMPION, version)
-    return Registration(name, str(version), metric, value, champion, str(previous) if previous else None, previous_value)
+    return Registration(name, str(version), metric, value, champion, str(previous) if previous else None,
+                        previous_value, kept_base)
 
 
 def _value(mlflow_client: MlflowClient, name: str, version: str, metric: str) -> float | None:
