@@ -32,6 +32,20 @@ def test_unknown_task_is_a_clear_error(tmp_path, capsys) -> None:
     assert "unknown task 'synthetic_txt'" in err and "Did you mean 'synthetic_text'?" in err
 
 
+@pytest.mark.parametrize("argv", [
+    ["posttune", "--task", "imbalanced_tabuar"],
+    ["compare", "--task", "imbalanced_tabular", "--seeds", "0"],
+    ["posttune", "--task", "imbalanced_tabular", "--set", "surrogate.widht=32"],
+], ids=["unknown task", "no seed", "unknown key"])
+def test_a_refusal_before_any_tracking_loads_neither_mlflow_nor_ray(argv) -> None:
+    # Importing MLflow took 2 of the 4 s such a refusal took; a user waits on none of it.
+    probe = ("import sys; from surrogate_search.cli import main; code = main(sys.argv[1:]); "
+             "print('exit', code, 'loaded', sorted(m for m in ('mlflow', 'ray') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=120)
+    assert "exit 2 loaded []" in out.stdout.splitlines(), out.stdout + out.stderr
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+
+
 def test_bad_option_syntax(tmp_path, capsys) -> None:
     assert main(["pretrain", "--task", "imbalanced_tabular", "--out", str(tmp_path), "--option", "dataset"]) == 2
     assert "expected KEY=VALUE, got 'dataset'" in capsys.readouterr().err

@@ -502,13 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a refused input or a failed run prints one ``error: ...`` line on stderr
     and returns ``EXIT_REFUSED`` or ``EXIT_FAILED`` (``SURROGATE_SEARCH_DEBUG=1`` adds the traceback)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    from surrogate_search.checkpoint import CheckpointError
     from surrogate_search.plugins import add_plugins
     from surrogate_search.progress import configure_logging
-    from surrogate_search.registry import UnknownNameError
-    from surrogate_search.search.space import SpaceError
     from surrogate_search.surrogates import SurrogateDivergedError
-    from surrogate_search.tracking.store import TrackingUnavailableError
 
     try:
         # Plugins first: their tasks, metrics and losses belong in --help and in every check.
@@ -518,17 +514,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         configure_logging(logging.WARNING if args.quiet else logging.INFO)
         return args.func(args)
-    except (UnknownNameError, CheckpointError, SpaceError, ValueError, FileNotFoundError, FileExistsError, ImportError,
-            TrackingUnavailableError) as exc:
+    except Exception as exc:
+        if isinstance(exc, SurrogateDivergedError):
+            code = EXIT_FAILED
+        elif isinstance(exc, _refusals()):
+            code = EXIT_REFUSED
+        else:
+            raise
         if os.environ.get("SURROGATE_SEARCH_DEBUG"):
             traceback.print_exc()
         print(_error_line(exc), file=sys.stderr)
-        return EXIT_REFUSED
-    except SurrogateDivergedError as exc:
-        if os.environ.get("SURROGATE_SEARCH_DEBUG"):
-            traceback.print_exc()
-        print(_error_line(exc), file=sys.stderr)
-        return EXIT_FAILED
+        return code
+
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    """The errors that mean bad input (exit status 2). The tracking store's error is looked up only
+    if its module was imported, which an error of it implies: importing it means importing MLflow
+    (1.3 s of the 4 s a refused command took), and most refusals come before any tracking."""
+    from surrogate_search.checkpoint import CheckpointError
+    from surrogate_search.registry import UnknownNameError
+    from surrogate_search.search.space import SpaceError
+
+    refused: tuple[type[BaseException], ...] = (UnknownNameError, CheckpointError, SpaceError, ValueError,
+                                                FileNotFoundError, FileExistsError, ImportError)
+    store = sys.modules.get("surrogate_search.tracking.store")
+    return refused + ((store.TrackingUnavailableError,) if store is not None else ())
 
 
 if __name__ == "__main__":
