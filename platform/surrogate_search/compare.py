@@ -231,7 +231,7 @@ def compare(checkpoint: BaseCheckpoint, overrides: Mapping[str, Any] | None = No
         tuned = [r.tuned for r in results if r.tuned is not None]
         summaries.append(MethodSummary(method, [r.test[task.metric_name] for r in results],
                                        [r.val[task.metric_name] for r in results], [r.seconds for r in results],
-                                       kept_base=sum(r.best_step == 0 for r in results),
+                                       kept_base=sum(r.kept_base for r in results),
                                        at_val_threshold=[t.test for t in tuned],
                                        thresholds=[t.threshold for t in tuned],
                                        final_values=[r.test_final[task.metric_name] for r in results]))

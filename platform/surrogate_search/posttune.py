@@ -137,6 +137,11 @@ class PostTuneResult:
     final_weights: str = ""
     """A hash of the model's weights after the last update."""
 
+    @property
+    def kept_base(self) -> bool:
+        """No update beat the base on validation: the run handed its base model back."""
+        return self.best_step == 0
+
 
 class PostTuneDiverged(SurrogateDivergedError):
     """A post-tuning run stopped at its first non-finite surrogate or loss value, before it reached

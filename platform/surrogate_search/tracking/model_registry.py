@@ -71,9 +71,8 @@ class Registration:
         if self.champion:
             return f"{line}: now @{CHAMPION} (" + (f"was {before})" if self.previous_version else "the first)")
         if self.kept_base:
-            why = "its run kept the base model: no update beat the base on val"
-            return f"{line}: @{CHAMPION} stays {before} ({why})" if self.previous_version else \
-                f"{line}: no @{CHAMPION} yet ({why})"
+            stays = f"@{CHAMPION} stays {before}" if self.previous_version else f"no @{CHAMPION} yet"
+            return f"{line}: {stays} (its run kept the base model: no update beat the base on val)"
         reason = "" if self.previous_value is not None else f" (it has no val {self.metric} to compare with)"
         return f"{line}: @{CHAMPION} stays {before}{reason}"
 

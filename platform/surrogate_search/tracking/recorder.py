@@ -300,7 +300,7 @@ def _register(uri: str, parent: str, best: tuple[PostTuneConfig, Recorded, str, 
     config, recorded, model_uri, (judged_by, value) = best
     registration = register_surrogate(model_uri, name, metric=judged_by, value=value,
                                       higher_is_better=result.higher_is_better, tracking_uri=uri,
-                                      run_id=recorded.run_id, kept_base=recorded.result.best_step == 0,
+                                      run_id=recorded.run_id, kept_base=recorded.result.kept_base,
                                       tags={"task": result.task, "method": config.method, "seed": config.seed,
                                             "comparison_run_id": parent})
     TrialLogger(uri, parent).set_tags({"registered_surrogate": registration.model_uri,
