@@ -32,7 +32,7 @@ from surrogate_search.progress import Progress
 from surrogate_search.sampling import PairSampler, Seen, create_sampler
 from surrogate_search.surrogates import create_loss
 from surrogate_search.surrogates.base import PostTuneLoss
-from surrogate_search.tasks import Splits, Task
+from surrogate_search.tasks import Split, Splits, Task
 
 if TYPE_CHECKING:
     from surrogate_search.config import PostTuneConfig
@@ -82,8 +82,9 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def pretraining_key(task: Task, checkpoint: BaseCheckpoint, config: PostTuneConfig) -> dict[str, Any]:
-    """Everything a pretrained surrogate depends on (hashed into its file name)."""
+def pretraining_key(task: Task, checkpoint: BaseCheckpoint, config: PostTuneConfig, data: Split) -> dict[str, Any]:
+    """Everything a pretrained surrogate depends on (hashed into its file name); ``data``: the split
+    its pairs come from, which a caller may pass in place of the task's own."""
     options = config.options.get(config.method)
     return {
         "weights": weights_digest(checkpoint.state_dict),
@@ -93,6 +94,7 @@ def pretraining_key(task: Task, checkpoint: BaseCheckpoint, config: PostTuneConf
         "surrogate": {k: v for k, v in dataclasses.asdict(config.surrogate).items() if k not in MODEL_UPDATE_KEYS},
         "sampling": {k: v for k, v in dataclasses.asdict(config.sampling).items() if k not in MODEL_UPDATE_SAMPLING_KEYS},
         "data": config.data,
+        "data_digest": data.digest(),
         "set_size": config.batch_size,
         "inputs": list(task.surrogate_feature_shape),  # what the network reads (Task.surrogate_features)
         "version": 1,
@@ -106,7 +108,7 @@ def pretrained_surrogate(loss_fn: PostTuneLoss, task: Task, checkpoint: BaseChec
     there. ``model`` is the base model; ``splits`` holds the ``config.data`` split (pairs are drawn
     from all of it, on every Ray Train worker alike) and ``val`` (the fidelity probe). Returns how
     it was made (``path``, ``reused``, ``seconds``, final fit and fidelity figures)."""
-    key = pretraining_key(task, checkpoint, config)
+    key = pretraining_key(task, checkpoint, config, splits[config.data])
     name = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = Path(cache_dir or default_cache_dir()) / "surrogates"
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from surrogate_search.config import PostTuneConfig
 from surrogate_search.posttune import posttune
 from surrogate_search.sampling import Pairs
 from surrogate_search.surrogates import create_loss
-from surrogate_search.tasks import get_task
+from surrogate_search.tasks import Split, Splits, get_task
 
 
 def config(**overrides) -> PostTuneConfig:
@@ -45,6 +45,22 @@ def test_a_second_seed_reuses_the_pretrained_surrogate_and_new_settings_retrain_
     assert wider.surrogate_pretraining["reused"] is False
     assert wider.surrogate_pretraining["path"] != first.surrogate_pretraining["path"]
     assert len(list(tmp_path.glob("surrogates/*.pt"))) == 2
+
+
+def test_other_tuning_data_passed_in_gets_a_surrogate_of_its_own(tabular_checkpoint, tmp_path) -> None:
+    # posttune(splits=...) lets a caller tune on data of its own (bench/domain_gap.py renders the
+    # tuning images differently): a surrogate pretrained on the task's tuning part is not for them.
+    task = tabular_checkpoint.build_task()
+    splits = task.splits()
+    first = posttune(config(), tabular_checkpoint, splits=splits, cache_dir=str(tmp_path))
+    tune = splits.tune
+    shifted = Split({**tune.tensors, "features": tune.tensors["features"] + 0.5}, tune.labels)  # same labels
+    other = posttune(config(), tabular_checkpoint, splits=Splits(splits.train, splits.val, splits.test, tune=shifted),
+                     cache_dir=str(tmp_path))
+    assert (first.surrogate_pretraining["reused"], other.surrogate_pretraining["reused"]) == (False, False)
+    assert other.surrogate_pretraining["path"] != first.surrogate_pretraining["path"]
+    again = posttune(config(seed=1), tabular_checkpoint, splits=splits, cache_dir=str(tmp_path))
+    assert again.surrogate_pretraining["path"] == first.surrogate_pretraining["path"]
 
 
 def test_a_run_goes_on_alike_whether_its_surrogate_was_pretrained_here_or_loaded(tabular_checkpoint, tmp_path) -> None:

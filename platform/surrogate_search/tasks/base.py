@@ -51,6 +51,18 @@ class Split:
     def to(self, device: torch.device | str) -> Split:
         return Split({k: v.to(device) for k, v in self.tensors.items()}, self.labels)
 
+    def digest(self, rows: int = 256) -> str:
+        """A short hash of what this split holds: its labels, each tensor's name, type and shape, and
+        the values of up to ``rows`` evenly spaced samples (cheap on a large split, yet it tells apart
+        two renderings of the same labels)."""
+        digest = hashlib.sha256(labels_digest(self.labels).encode())
+        picked = torch.linspace(0, len(self) - 1, min(rows, len(self))).long() if len(self) else torch.zeros(0, dtype=torch.long)
+        for name in sorted(self.tensors):
+            tensor = self.tensors[name]
+            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor[picked.to(tensor.device)].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()[:16]
+
 
 @dataclass
 class Splits:
