@@ -59,8 +59,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     task = get_task(args.task, seed=args.data_seed, **parse_assignments(args.option))
     result = pretrain(task, args.out, cache_dir=args.cache_dir, device=args.device, max_epochs=args.max_epochs,
-                      patience=args.patience, seed=args.seed)
-    print(f"checkpoint: {result.checkpoint}  ({result.epochs} epochs, best {result.best_epoch}, {result.seconds:.0f}s)")
+                      patience=args.patience, seed=args.seed, fresh_data=args.fresh_data)
+    print(f"checkpoint: {result.checkpoint}  ({result.epochs} epochs, best {result.best_epoch}, {result.seconds:.0f}s, "
+          f"{result.samples_seen} training samples{', each new' if result.fresh_data else ''})")
     for split, metrics in (("val", result.val), ("test", result.test)):
         print(f"{split:5s} " + "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0
@@ -396,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=int, default=None)
     p.add_argument("--patience", type=int, default=None, help="epochs without validation improvement before stopping")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--fresh-data", action="store_true",
+                   help="train every epoch after the first on new samples, so the base model cannot memorise them "
+                        "(tasks that make their data: synthetic_text)")
     p.set_defaults(func=cmd_pretrain)
 
     p = command("posttune", "post-tune a base model with one method (a learned surrogate or a baseline)")

@@ -30,17 +30,26 @@ class PretrainResult:
     seconds: float
     val: dict[str, float]
     test: dict[str, float]
+    fresh_data: bool = False
+    """Whether every epoch after the first trained on new samples."""
+    samples_seen: int = 0
+    """Training samples in all epochs together (repeats counted)."""
 
 
 def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = None, device: str | None = None,
              max_epochs: int | None = None, patience: int | None = None, batch_size: int | None = None,
-             lr: float | None = None, seed: int = 0, model_options: dict[str, Any] | None = None) -> PretrainResult:
+             lr: float | None = None, seed: int = 0, model_options: dict[str, Any] | None = None,
+             fresh_data: bool = False) -> PretrainResult:
     """Early-stopped proxy-loss training; saves ``out_dir/model.pt`` and ``out_dir/metrics.json``.
 
     The best epoch is the one with the best validation metric (ties go to the lower validation
     proxy loss). The learning rate halves when validation stalls for half the patience, and
     training stops after ``patience`` epochs without improvement: the model has reached a plateau.
+    ``fresh_data``: every epoch after the first trains on new samples (``Task.fresh_train_split``),
+    so the model sees each once and its plateau is not one of memorisation; ``metrics.json`` says so.
     """
+    if fresh_data and type(task).fresh_train_split is Task.fresh_train_split:
+        raise ValueError(f"task {task.name!r} has a fixed dataset and cannot make fresh training data (fresh_data)")
     defaults = task.train_defaults()
     max_epochs = max_epochs or defaults.max_epochs
     patience = patience or defaults.patience
@@ -60,13 +69,15 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
     higher = task.metric.higher_is_better
     best: tuple[float, float] | None = None
     best_state, best_epoch, kept_epoch, epoch = copy.deepcopy(model.state_dict()), 0, 0, 0
+    samples_seen = 0
 
     # The bar runs to max_epochs: an upper bound, since training stops earlier at a plateau.
     progress = Progress(f"pretrain {task.name}", max_epochs, unit="epoch", upper_bound=True)
     for epoch in range(1, max_epochs + 1):
+        train = task.fresh_train_split(epoch) if fresh_data and epoch > 1 else splits.train
         model.train()
         loss_sum, seen = 0.0, 0
-        for batch in splits.train.batches(batch_size, shuffle=True, generator=generator, drop_last=len(splits.train) > batch_size):
+        for batch in train.batches(batch_size, shuffle=True, generator=generator, drop_last=len(train) > batch_size):
             batch = batch.to(dev)
             loss = task.proxy_loss(task.forward(model, batch), batch)
             optimizer.zero_grad(set_to_none=True)
@@ -75,7 +86,8 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
             optimizer.step()
             loss_sum += loss.item() * len(batch)
             seen += len(batch)
-            progress.update(len(batch) / len(splits.train))
+            samples_seen += len(batch)
+            progress.update(len(batch) / len(train))
         val = task.evaluate(model, splits.val, device=dev)
         value = val[task.metric_name]
         scheduler.step(value)
@@ -104,7 +116,7 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
     seconds = time.perf_counter() - started
     out = Path(out_dir)
     file = save_checkpoint(out, task, model.cpu(), model_options, metrics={"val": val, "test": test}, splits=splits)
-    result = PretrainResult(str(file), epoch, kept_epoch, seconds, val, test)
+    result = PretrainResult(str(file), epoch, kept_epoch, seconds, val, test, fresh_data, samples_seen)
     (out / "metrics.json").write_text(json.dumps(asdict(result), indent=2) + "\n")
     return result
 

@@ -157,6 +157,13 @@ class Task(ABC):
         return Splits(splits.train.subset(order[held:].sort().values), splits.val, splits.test,
                       tune=splits.train.subset(order[:held].sort().values))
 
+    def fresh_train_split(self, epoch: int) -> Split | None:
+        """New training samples for pretraining's ``epoch`` (2, 3, ...; epoch 1 trains on the train
+        split): as many as the train split holds, from a stream that no split and no other epoch
+        draws from, so that a base model pretrained with ``fresh_data`` sees each sample once and
+        cannot memorise them. None (the default): the task has a fixed dataset."""
+        return None
+
     def fingerprint(self, splits: Splits) -> dict[str, Any]:
         """What a base checkpoint records of this task's definition and data, and compares on load:
         a model trained on other data is refused instead of being post-tuned into nonsense. The

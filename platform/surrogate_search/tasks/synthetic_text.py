@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -46,6 +47,11 @@ def encode_labels(labels: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         targets[i, : len(label)] = torch.tensor([_CHAR_TO_INDEX[c] for c in label], dtype=torch.long)
         lengths[i] = len(label)
     return targets, lengths
+
+
+def _text_split(images: np.ndarray, labels: list[str]) -> Split:
+    targets, lengths = encode_labels(labels)
+    return Split({"images": torch.from_numpy(images).unsqueeze(1), "targets": targets, "target_lengths": lengths}, labels)
 
 
 def greedy_ctc_decode(frame_classes: torch.Tensor) -> list[str]:
@@ -175,8 +181,9 @@ class PositionModel(TextModel):
 class SyntheticText(Task):
     """Scene-text-like word recognition on rendered images (24 x 96 grey), 36 case-folded characters.
 
-    Options: ``train_size``, ``val_size``, ``test_size`` (images per split; the default 60,000 training
-    images are far more than a CRNN can memorise in the epochs it needs), ``tune_size`` (freshly
+    Options: ``train_size``, ``val_size``, ``test_size`` (images per split; a CRNN trained to its plateau
+    on the default 60,000 training images still memorises them, 26 errors per 1,000 on them against
+    217 on fresh ones: ``pretrain --fresh-data`` renders new ones for every epoch), ``tune_size`` (freshly
     rendered images for post-tuning, never seen by the base model; 0: half ``train_size``), ``model`` (``crnn``,
     the default: per-frame outputs and CTC; ``attention``: one output per character position and
     cross-entropy, see :data:`TEXT_MODELS`) and any field of
@@ -238,8 +245,15 @@ class SyntheticText(Task):
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # concurrent renderers write apart
             np.savez_compressed(tmp, images=images, labels=np.array(labels))
             tmp.replace(path)  # atomic: a concurrent reader never sees half a file
-        targets, lengths = encode_labels(labels)
-        return Split({"images": torch.from_numpy(images).unsqueeze(1), "targets": targets, "target_lengths": lengths}, labels)
+        return _text_split(images, labels)
+
+    def fresh_train_split(self, epoch: int) -> Split:
+        """``train_size`` images no split and no other epoch shows, rendered now (not cached: each is
+        used once), about 2,000 images a second on one core."""
+        started = time.perf_counter()
+        images, labels = render_split(self.seed, "train", self.options["train_size"], self._render_options(), epoch=epoch)
+        log.info("rendered %d fresh training images for epoch %d in %.0fs", len(labels), epoch, time.perf_counter() - started)
+        return _text_split(images, labels)
 
     def default_model_options(self) -> dict[str, Any]:
         return self.text_model.default_options()

@@ -124,13 +124,15 @@ def render_word(label: str, rng: np.random.Generator, options: RenderOptions = R
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def render_split(seed: int, split: str, size: int, options: RenderOptions = RenderOptions()) -> tuple[np.ndarray, list[str]]:
-    """``size`` images (N, H, W) uint8 and their labels, reproducible from ``(seed, split)``."""
+def render_split(seed: int, split: str, size: int, options: RenderOptions = RenderOptions(), *,
+                 epoch: int = 0) -> tuple[np.ndarray, list[str]]:
+    """``size`` images (N, H, W) uint8 and their labels, reproducible from ``(seed, split)``;
+    ``epoch`` > 0 draws another set from a stream of its own (fresh training images per epoch)."""
     split_id = {"train": 0, "val": 1, "test": 2}.get(split, sum(map(ord, split)))
     images = np.empty((size, IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8)
     labels: list[str] = []
     for i in range(size):
-        rng = np.random.default_rng([seed, split_id, i])
+        rng = np.random.default_rng([seed, split_id, i] if epoch == 0 else [seed, split_id, i, epoch])
         label = sample_label(rng, options)
         images[i] = render_word(label, rng, options)
         labels.append(label)
