@@ -56,11 +56,12 @@ class Split:
         the values of up to ``rows`` evenly spaced samples (cheap on a large split, yet it tells apart
         two renderings of the same labels)."""
         digest = hashlib.sha256(labels_digest(self.labels).encode())
-        picked = torch.linspace(0, len(self) - 1, min(rows, len(self))).long() if len(self) else torch.zeros(0, dtype=torch.long)
+        picked = torch.linspace(0, len(self) - 1, min(rows, len(self))).long()
         for name in sorted(self.tensors):
             tensor = self.tensors[name]
             digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor[picked.to(tensor.device)].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            values = tensor[picked.to(tensor.device)].detach().cpu().contiguous()
+            digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()[:16]
 
 
