@@ -51,7 +51,7 @@ def main() -> None:
     metric = task.metric_name
     print(f"base {metric}: source test {task.evaluate(base, source.test)[metric]:.0f}, "
           f"target val {task.evaluate(base, target.val)[metric]:.0f}, target test {task.evaluate(base, target.test)[metric]:.0f}, "
-          f"tuning images ({args.tune_in}) {task.evaluate(base, splits.tune)[metric]:.0f} of {len(splits.tune.labels)}")
+          f"{task.evaluate(base, splits.tune)[metric]:.0f} on the {len(splits.tune)} tuning images ({args.tune_in} rendering)")
     methods = args.methods.split(",")
     results: dict[str, list[float]] = {}
     for method in methods:

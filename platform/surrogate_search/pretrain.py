@@ -106,8 +106,8 @@ def pretrain(task: Task, out_dir: str | Path, *, cache_dir: str | Path | None = 
             log.info("validation %s has not improved for %d epochs: stopping at a plateau", task.metric_name, patience)
             break
     else:
-        log.warning("stopped at max_epochs=%d while validation was still improving: the base model may be undertrained",
-                    max_epochs)
+        log.warning("stopped at max_epochs=%d, %d epoch(s) after validation last improved (patience %d): the base "
+                    "model may not have reached its plateau", max_epochs, epoch - best_epoch, patience)
     progress.close()
 
     model.load_state_dict(best_state)
