@@ -4,7 +4,7 @@ wrong one, is refused and submits nothing; with the token the job succeeds, its 
 span both nodes, and its Optuna study and MLflow runs live in a real PostgreSQL server.
 
 Time (each test, with the fixtures it sets up or tears down, must stay inside pytest's 600 s on a
-loaded 2-core machine): the cluster gets at most ``CLUSTER_UP_S`` to start, each refused
+loaded 2-core machine): the cluster gets at most ``CLUSTER_UP_S`` to start and run a first job, each refused
 submission 60 s, the job ``JOB_S``, and stopping ``STOP_S``; each phase's seconds are printed. The
 nodes skip Ray's 30 s drain on SIGTERM (nothing here serves traffic).
 """
@@ -76,6 +76,28 @@ def stop_nodes(processes: list[subprocess.Popen], temps: list[str]) -> None:
             pass
 
 
+def wait_until_jobs_are_accepted(address: str, deadline: float, logs: Path) -> None:
+    """Submit a job that does nothing until the head takes it, and wait for it to succeed. A node is
+    ALIVE before its dashboard agent, which runs the jobs, has registered; until then the head
+    answers a submission with HTTP 500 "No available agent to submit job, please try again later"
+    (on a loaded machine, seen more than 10 s after both nodes were ALIVE)."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    while True:
+        try:
+            probe = client.submit_job(entrypoint="true")
+            break
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise AssertionError(f"the head takes no job: {exc}\n{logs.read_text(errors='replace')[-3000:]}")
+            time.sleep(1)
+    while (status := client.get_job_status(probe)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, f"the probe job is still {status}"
+        time.sleep(0.5)
+    assert status == JobStatus.SUCCEEDED, client.get_job_logs(probe)
+
+
 @dataclass
 class Cluster:
     address: str
@@ -126,6 +148,7 @@ def two_node_cluster(ray_token: str) -> Iterator[Cluster]:
                     break
                 time.sleep(1)
             assert len(nodes) == 2, f"cluster did not come up: {logs.read_text(errors='replace')[-3000:]}"
+            wait_until_jobs_are_accepted(address, deadline, logs)
             print(f"two-node cluster up in {time.monotonic() - started_at:.0f}s")
             yield Cluster(address, {n.node_id for n in nodes}, env)
     finally:
