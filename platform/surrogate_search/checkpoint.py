@@ -48,12 +48,15 @@ class StaleCheckpointError(CheckpointError):
 
 def pretrain_command(task_name: str, task_options: dict[str, Any], task_seed: int, out: str | Path) -> str:
     """The ``surrogate-search pretrain`` command line that (re)trains this base checkpoint."""
-    words = ["surrogate-search", "pretrain", "--task", task_name]
+    return shlex.join(["surrogate-search", "pretrain", *task_words(task_name, task_options, task_seed), "--out", str(out)])
+
+
+def task_words(task_name: str, task_options: dict[str, Any], task_seed: int) -> list[str]:
+    """``--task``, ``--option`` and ``--data-seed`` words of a command line that names this task."""
+    words = ["--task", task_name]
     for key, value in sorted(task_options.items()):
         words += ["--option", f"{key}={value if isinstance(value, str) else json.dumps(value)}"]
-    if task_seed:
-        words += ["--data-seed", str(task_seed)]
-    return shlex.join([*words, "--out", str(out)])
+    return [*words, "--data-seed", str(task_seed)] if task_seed else words
 
 
 def labels_fingerprint(labels: Sequence[Any]) -> str:

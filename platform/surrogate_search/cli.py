@@ -147,13 +147,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
         reg = result.registration
         print(reg.summary())
         start = f"models:/{reg.name}@champion" if reg.champion else reg.model_uri
-        print("post-tune from it: " + shlex.join(["surrogate-search", "posttune", "--task", task.name,
-                                                  *_option_words(task.options), "--surrogate", start]))
+        print("post-tune from it: " + shlex.join(["surrogate-search", "posttune", *_posttune_words(task, checkpoint,
+                                                  checkpoint_path, args.tracking_uri), "--surrogate", start]))
     return 0
 
 
-def _option_words(options: dict[str, Any]) -> list[str]:
-    return [word for key, value in sorted(options.items()) for word in ("--option", f"{key}={value}")]
+def _posttune_words(task: Any, checkpoint: Any, checkpoint_path: str | None, tracking_uri: str | None) -> list[str]:
+    """The words of a ``posttune`` command on the comparison's task and base model, and the store its
+    surrogate was registered in: options left at their defaults are not spelled out."""
+    from surrogate_search.checkpoint import task_words
+
+    defaults = task.validate_options({})
+    options = {k: v for k, v in checkpoint.task_options.items() if k not in defaults or defaults[k] != v}
+    words = task_words(checkpoint.task_name, options, checkpoint.task_seed)
+    if checkpoint_path:
+        words += ["--checkpoint", str(checkpoint_path)]
+    return [*words, "--tracking-uri", tracking_uri] if tracking_uri else words
 
 
 def cmd_posttune(args: argparse.Namespace) -> int:

@@ -110,6 +110,26 @@ def test_posttune_starts_from_the_champion_without_learning_a_surrogate(register
         assert all(torch.equal(champion.state[k], used.state[k]) for k in champion.state)
 
 
+def test_the_printed_posttune_command_runs_from_the_champion(registered, tmp_path, monkeypatch, capsys) -> None:
+    """The command ``compare`` prints after registering runs as printed: on the comparison's base model,
+    with the registry it registered in, not the one MLFLOW_TRACKING_URI names in this shell."""
+    import shlex
+
+    (line,) = [line for line in registered.output.splitlines() if line.startswith("post-tune from it: ")]
+    words = shlex.split(line.removeprefix("post-tune from it: "))
+    assert words[:2] == ["surrogate-search", "posttune"]
+    # The task's options that are not defaults, and no more.
+    assert words.count("--option") == 1 and "dataset=breast_cancer" in words
+    monkeypatch.setenv("SURROGATE_SEARCH_CACHE", str(registered.cache))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    code = main(["-q", *words[1:], "--experiment", "printed", *TINY])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"started from the surrogate models:/{NAME}@{CHAMPION} (models:/{NAME}/1)" in out
+    (run,) = registered.client.search_runs([registered.client.get_experiment_by_name("printed").experiment_id])
+    assert run.data.tags["checkpoint"] == str(Path(registered.checkpoint) / "model.pt")
+
+
 @pytest.mark.parametrize("surrogate, extra, message", [
     ("models:/no-such-surrogate@champion", [], f"no registered model 'no-such-surrogate' in sqlite:///.* "
                                                f"\\(registered there: {NAME}\\)"),
