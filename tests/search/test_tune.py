@@ -146,9 +146,12 @@ def test_trial_stopped_by_asha_reaches_optuna_as_pruned(searched) -> None:
     trials = study_of(search_dir).get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "PRUNED"]
     assert trials[1].params["lr"] == BAD["lr"]
+    # Optuna holds the value it was stopped at (as an intermediate value), not a final one. The
+    # metrics log may go further: the workers do not wait for the scheduler's decision, and a trial
+    # of 8 updates can finish before the stop reaches it (seen on a loaded machine: rows at steps
+    # 4, 8 and the final one). What the scheduler decided is what Optuna records.
     pruned_rows = read_metrics_log(search_dir / "train" / "trial_0001")
-    assert pruned_rows and not any(r["final"] for r in pruned_rows)
-    # Optuna holds the value it was stopped at (as an intermediate value), not a final one.
+    assert pruned_rows[0]["step"] == 4 and not pruned_rows[0]["final"]
     assert trials[1].intermediate_values == {1: pytest.approx(pruned_rows[0]["val/f1"])}
 
 
