@@ -33,6 +33,7 @@ from surrogate_search.sampling import PairSampler, Seen, create_sampler
 from surrogate_search.surrogates import create_loss
 from surrogate_search.surrogates.base import PostTuneLoss
 from surrogate_search.tasks import Split, Splits, Task
+from surrogate_search.utils import update_digest
 
 if TYPE_CHECKING:
     from surrogate_search.config import PostTuneConfig
@@ -76,9 +77,7 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     """A hash of a model's weights: two checkpoints with equal weights share pretrained surrogates."""
     digest = hashlib.sha256()
     for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        update_digest(digest, name, state_dict[name])
     return digest.hexdigest()
 
 

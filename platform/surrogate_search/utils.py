@@ -20,6 +20,14 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def update_digest(digest: Any, name: str, tensor: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+    """Add a tensor to a ``hashlib`` digest: its name, type and shape, then its values (only those
+    of ``rows``, indices along the first dimension, when given)."""
+    digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+    values = tensor if rows is None else tensor[rows.to(tensor.device)]
+    digest.update(values.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``"auto"``/None picks CUDA when there is one, else the CPU."""
     if device is None or str(device) == "auto":

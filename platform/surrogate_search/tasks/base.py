@@ -15,6 +15,7 @@ from torch import nn
 
 from surrogate_search.metrics import Metric, get_metric
 from surrogate_search.registry import Registry
+from surrogate_search.utils import update_digest
 
 
 @dataclass
@@ -58,10 +59,7 @@ class Split:
         digest = hashlib.sha256(labels_digest(self.labels).encode())
         picked = torch.linspace(0, len(self) - 1, min(rows, len(self))).long()
         for name in sorted(self.tensors):
-            tensor = self.tensors[name]
-            digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            values = tensor[picked.to(tensor.device)].detach().cpu().contiguous()
-            digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
+            update_digest(digest, name, self.tensors[name], rows=picked)
         return digest.hexdigest()[:16]
 
 
